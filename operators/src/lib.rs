@@ -1,0 +1,11 @@
+//! edgeflow-operators: the data model and every computation of edgeflow that does no I/O.
+//!
+//! Events travel as Arrow [`RecordBatch`](arrow::record_batch::RecordBatch)es whose schema is
+//! described by [`schema::EventSchema`]. The modules here transform such batches: SQL expressions
+//! ([`expr`]), event-time windows ([`window`]) and anomaly detectors ([`detect`]). Nothing here
+//! knows about timely, files or the network; the engine wires these pieces into dataflows.
+
+pub mod error;
+pub mod schema;
+
+pub use error::OperatorError;
