@@ -1,1 +1,20 @@
-//! x
+//! edgeflow-connectors: every source and sink of edgeflow, i.e. all of its I/O.
+//!
+//! Sources produce Arrow [`RecordBatch`](arrow::record_batch::RecordBatch)es of an
+//! [`EventSchema`](edgeflow_operators::schema::EventSchema): the synthetic sensor fleet
+//! ([`generator`]) and CSV / JSON-lines files ([`file_source`], bad lines become
+//! [`DeadLetter`]s). Sinks write batches to files ([`file_sink`]: JSON lines, CSV, Parquet),
+//! dead letters to a JSON-lines file, and format batches for a terminal. Nothing here knows
+//! about timely or the plan: the engine's runtime drives these types.
+
+pub mod error;
+pub mod file_sink;
+pub mod file_source;
+pub mod generator;
+mod text;
+// pub mod embedded_log; (added by the lead)
+
+pub use error::ConnectorError;
+pub use file_sink::{DeadLetterWriter, FileSink, TextFormat, format_batch};
+pub use file_source::{DeadLetter, FileFormat, FileSource, FileSourceOptions};
+pub use generator::{AnomalyShape, Generator, GeneratorOptions};

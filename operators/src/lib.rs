@@ -6,6 +6,8 @@
 //! knows about timely, files or the network; the engine wires these pieces into dataflows.
 
 pub mod error;
+pub mod expr;
 pub mod schema;
+pub mod window;
 
 pub use error::OperatorError;

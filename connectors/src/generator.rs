@@ -1,0 +1,563 @@
+//! The deterministic synthetic sensor fleet: readings of many devices, with labelled anomalies.
+//!
+//! Every (device, sensor) pair is a *channel* with its own random generator seeded from the
+//! options' seed and the pair's indices, so a reading's value never depends on how devices are
+//! split across workers: N workers together produce exactly the rows one worker produces.
+//!
+//! Time: device `d` emits one reading per sensor every `1000 / rate_per_device` ms. Devices are
+//! spread evenly inside each interval (device `d` at tick `k` is at slot `k * devices + d`), so
+//! the fleet's readings are in event-time order and windows see a steady flow. Rows are produced
+//! in the order (tick, device, sensor); `disorder_ms` then moves each timestamp back by a random
+//! amount, which the watermark accounts for.
+//!
+//! Values: per-channel base level + periodic component (period 1..5 min, from a sine table) +
+//! slow wander (period 1..3 h) + Gaussian noise, plus anomaly episodes (spike, level shift,
+//! stuck, drift) that start with probability `anomaly_rate` per reading.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use edgeflow_operators::schema::{EventSchema, FieldType};
+use rand::{Rng, RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::error::{ConnectorError, Result};
+
+/// The shape of an anomaly episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnomalyShape {
+    /// One reading 8..15 sigma above normal.
+    Spike,
+    /// +5 sigma for 200..2000 readings.
+    LevelShift,
+    /// The sensor repeats its last value for 100..1000 readings.
+    Stuck,
+    /// A linear ramp up to 8..12 sigma over 200..2000 readings.
+    Drift,
+}
+
+impl AnomalyShape {
+    /// Every shape, in declaration order.
+    pub const ALL: [AnomalyShape; 4] = [
+        AnomalyShape::Spike,
+        AnomalyShape::LevelShift,
+        AnomalyShape::Stuck,
+        AnomalyShape::Drift,
+    ];
+
+    /// The name used in pipeline files and in the ground-truth column.
+    pub fn name(self) -> &'static str {
+        match self {
+            AnomalyShape::Spike => "spike",
+            AnomalyShape::LevelShift => "level_shift",
+            AnomalyShape::Stuck => "stuck",
+            AnomalyShape::Drift => "drift",
+        }
+    }
+
+    /// Parses a shape name.
+    pub fn from_name(name: &str) -> Option<AnomalyShape> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// What the generator produces; see the module docs for the signal model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratorOptions {
+    /// Seed of every random choice (default 1).
+    pub seed: u64,
+    /// Number of devices (default 100), named `dev-0001`, `dev-0002`, ...
+    pub devices: u32,
+    /// Number of sites (default 10), named `site-01`, ...; device `d` (0-based) is at site `d % sites`.
+    pub sites: u32,
+    /// Sensor names (default `["vibration", "temperature"]`). `vibration`, `temperature`,
+    /// `pressure`, `humidity` and `current` get realistic levels; other names level 100 +- 10.
+    pub sensors: Vec<String>,
+    /// Readings per second per device per sensor (default 10.0).
+    pub rate_per_device: f64,
+    /// Event time of the first reading in ms since the epoch (default 2026-01-01T00:00:00Z).
+    pub start_ms: i64,
+    /// Probability per reading that an anomaly episode starts (default 0.0005).
+    pub anomaly_rate: f64,
+    /// The shapes episodes are drawn from, uniformly (default all).
+    pub anomaly_shapes: Vec<AnomalyShape>,
+    /// Adds a column `anomaly: string` with the shape name, null when normal (default false).
+    pub ground_truth: bool,
+    /// Maximum out-of-orderness: each timestamp moves back by U[0, disorder_ms] (default 0).
+    pub disorder_ms: i64,
+    /// Sites whose devices drift slowly upward (+0.1 sigma per minute; default none).
+    pub drift_sites: Vec<u32>,
+}
+
+impl Default for GeneratorOptions {
+    fn default() -> Self {
+        GeneratorOptions {
+            seed: 1,
+            devices: 100,
+            sites: 10,
+            sensors: vec!["vibration".into(), "temperature".into()],
+            rate_per_device: 10.0,
+            start_ms: 1_767_225_600_000,
+            anomaly_rate: 0.0005,
+            anomaly_shapes: AnomalyShape::ALL.to_vec(),
+            ground_truth: false,
+            disorder_ms: 0,
+            drift_sites: Vec::new(),
+        }
+    }
+}
+
+/// Largest batch `next_batch` builds, so string offsets stay far from `i32::MAX`.
+const MAX_BATCH_ROWS: usize = 1 << 24;
+/// log2 of the sine table's size.
+const SIN_BITS: u32 = 10;
+
+/// One (device, sensor) signal and its random state.
+#[derive(Debug, Clone)]
+struct Channel {
+    rng: Xoshiro256PlusPlus,
+    base: f64,
+    sigma: f64,
+    amp: f64,
+    phase: u32,
+    phase_step: u32,
+    slow_amp: f64,
+    slow_phase: u32,
+    slow_step: u32,
+    site_drift: f64,
+    site_drift_step: f64,
+    /// Readings before the next episode starts.
+    until_anomaly: u64,
+    /// The current episode, if `remaining > 0`.
+    shape: AnomalyShape,
+    remaining: u32,
+    /// Shape parameter: shift, or ramp step.
+    param: f64,
+    /// Accumulated ramp of a drift episode.
+    ramp: f64,
+    last: f64,
+}
+
+/// Per-sensor levels: (base, spread of the base across devices, noise sigma).
+fn profile(sensor: &str) -> (f64, f64, f64) {
+    match sensor {
+        "vibration" => (1.0, 0.2, 0.05),
+        "temperature" => (60.0, 5.0, 0.5),
+        "pressure" => (101.3, 1.0, 0.1),
+        "humidity" => (45.0, 10.0, 1.0),
+        "current" => (10.0, 2.0, 0.2),
+        _ => (100.0, 10.0, 1.0),
+    }
+}
+
+/// splitmix64: decorrelates the seeds of neighbouring channels.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A phase increment per reading for a period of `period_ms`, as a fraction of 2^32.
+fn phase_step(interval_ms: f64, period_ms: f64) -> u32 {
+    ((interval_ms / period_ms).fract() * 4_294_967_296.0) as u32
+}
+
+/// Readings until the next episode: geometric with success probability `p`.
+fn geometric(rng: &mut Xoshiro256PlusPlus, p: f64) -> u64 {
+    if p <= 0.0 {
+        return u64::MAX;
+    }
+    if p >= 1.0 {
+        return 0;
+    }
+    // u in (0, 1]: ln(u) is finite and <= 0.
+    let u = 1.0 - rng.random::<f64>();
+    let n = u.ln() / (1.0 - p).ln();
+    if n >= u64::MAX as f64 { u64::MAX } else { n as u64 }
+}
+
+impl Channel {
+    fn new(opts: &GeneratorOptions, device: u32, sensor: usize, interval_ms: f64) -> Channel {
+        let seed = mix(mix(opts.seed ^ mix(u64::from(device))) ^ sensor as u64);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let (base, spread, sigma) = profile(&opts.sensors[sensor]);
+        let base = base + spread * (2.0 * rng.random::<f64>() - 1.0);
+        let amp = sigma * (1.0 + 2.0 * rng.random::<f64>());
+        let period_ms = 60_000.0 + 240_000.0 * rng.random::<f64>();
+        let slow_amp = sigma * (0.5 + 1.5 * rng.random::<f64>());
+        let slow_period_ms = 3_600_000.0 * (1.0 + 2.0 * rng.random::<f64>());
+        let phase = rng.random::<u32>();
+        let slow_phase = rng.random::<u32>();
+        let site = device % opts.sites;
+        let site_drift_step = if opts.drift_sites.contains(&site) {
+            0.1 * sigma * interval_ms / 60_000.0
+        } else {
+            0.0
+        };
+        let until_anomaly = geometric(&mut rng, opts.anomaly_rate);
+        Channel {
+            rng,
+            base,
+            sigma,
+            amp,
+            phase,
+            phase_step: phase_step(interval_ms, period_ms),
+            slow_amp,
+            slow_phase,
+            slow_step: phase_step(interval_ms, slow_period_ms),
+            site_drift: 0.0,
+            site_drift_step,
+            until_anomaly,
+            shape: AnomalyShape::Spike,
+            remaining: 0,
+            param: 0.0,
+            ramp: 0.0,
+            last: base,
+        }
+    }
+
+    /// The next reading's value and its anomaly label.
+    #[inline]
+    fn next(
+        &mut self,
+        sin: &[f64],
+        shapes: &[AnomalyShape],
+        rate: f64,
+    ) -> (f64, Option<AnomalyShape>) {
+        let shift = 32 - SIN_BITS;
+        let noise: f64 = StandardNormal.sample(&mut self.rng);
+        let periodic = self.amp * sin[(self.phase >> shift) as usize]
+            + self.slow_amp * sin[(self.slow_phase >> shift) as usize];
+        self.phase = self.phase.wrapping_add(self.phase_step);
+        self.slow_phase = self.slow_phase.wrapping_add(self.slow_step);
+        self.site_drift += self.site_drift_step;
+        let normal = self.base + periodic + self.site_drift + self.sigma * noise;
+
+        if self.remaining == 0 {
+            if self.until_anomaly > 0 {
+                self.until_anomaly -= 1;
+                self.last = normal;
+                return (normal, None);
+            }
+            self.start_episode(shapes);
+        }
+        let value = match self.shape {
+            AnomalyShape::Spike | AnomalyShape::LevelShift => normal + self.param,
+            AnomalyShape::Stuck => self.last,
+            AnomalyShape::Drift => {
+                self.ramp += self.param;
+                normal + self.ramp
+            }
+        };
+        self.remaining -= 1;
+        if self.remaining == 0 {
+            self.until_anomaly = geometric(&mut self.rng, rate);
+        }
+        self.last = value;
+        (value, Some(self.shape))
+    }
+
+    fn start_episode(&mut self, shapes: &[AnomalyShape]) {
+        // `shapes` is non-empty whenever episodes can start (checked by `Generator::new`).
+        let shape = shapes[self.rng.random_range(0..shapes.len())];
+        let sigma = self.sigma;
+        let (remaining, param) = match shape {
+            AnomalyShape::Spike => (1, sigma * self.rng.random_range(8.0..15.0)),
+            AnomalyShape::LevelShift => (self.rng.random_range(200..=2000), 5.0 * sigma),
+            AnomalyShape::Stuck => (self.rng.random_range(100..=1000), 0.0),
+            AnomalyShape::Drift => {
+                let len: u32 = self.rng.random_range(200..=2000);
+                (len, sigma * self.rng.random_range(8.0..12.0) / f64::from(len))
+            }
+        };
+        self.shape = shape;
+        self.remaining = remaining;
+        self.param = param;
+        self.ramp = 0.0;
+    }
+}
+
+/// A string column built from precomputed names: offsets and bytes, no per-row allocation.
+struct StrColumn {
+    offsets: Vec<i32>,
+    bytes: Vec<u8>,
+}
+
+impl StrColumn {
+    fn with_capacity(rows: usize, bytes_per_row: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        StrColumn {
+            offsets,
+            bytes: Vec::with_capacity(rows * bytes_per_row),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, s: &[u8]) {
+        self.bytes.extend_from_slice(s);
+        // Fits: batches are capped at MAX_BATCH_ROWS rows of short names.
+        self.offsets.push(self.bytes.len() as i32);
+    }
+
+    fn finish(self, nulls: Option<NullBuffer>) -> ArrayRef {
+        // Offsets start at 0 and grow by construction; the bytes are concatenated `&str`s and
+        // `nulls` (if any) has one entry per pushed row: neither call can fail.
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
+        let array = StringArray::try_new(offsets, Buffer::from_vec(self.bytes), nulls)
+            .expect("offsets and UTF-8 are valid by construction");
+        Arc::new(array)
+    }
+}
+
+/// A worker's share of the synthetic sensor fleet; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Generator {
+    opts: GeneratorOptions,
+    schema: arrow::datatypes::SchemaRef,
+    /// The devices (0-based indices) of this worker, ascending.
+    devices: Vec<u32>,
+    device_names: Vec<String>,
+    site_names: Vec<String>,
+    /// channels[j * sensors + s]: device `devices[j]`, sensor `s`.
+    channels: Vec<Channel>,
+    sin: Vec<f64>,
+    /// Interval between two slots (a slot is one device's tick): interval / devices.
+    slot_ms: f64,
+    /// Cursor: the next reading is (tick, devices[dev], sensor).
+    tick: u64,
+    dev: usize,
+    sensor: usize,
+    /// Readings with a fleet-wide index >= limit are never produced.
+    limit: u64,
+}
+
+impl Generator {
+    /// The generator's output schema: `ts: timestamp_ms, device: string, site: string,
+    /// sensor: string, value: f64`, plus `anomaly: string` when `ground_truth` is set.
+    pub fn schema(opts: &GeneratorOptions) -> EventSchema {
+        let mut fields = vec![
+            ("ts".to_string(), FieldType::TimestampMs),
+            ("device".to_string(), FieldType::String),
+            ("site".to_string(), FieldType::String),
+            ("sensor".to_string(), FieldType::String),
+            ("value".to_string(), FieldType::F64),
+        ];
+        if opts.ground_truth {
+            fields.push(("anomaly".to_string(), FieldType::String));
+        }
+        EventSchema::new(fields)
+    }
+
+    /// A generator producing the share of devices of `worker` out of `workers` (devices `d`
+    /// with `d % workers == worker`), so N workers together produce exactly what 1 worker
+    /// produces. A worker with no devices is exhausted from the start.
+    pub fn new(opts: GeneratorOptions, worker: usize, workers: usize) -> Result<Self> {
+        validate(&opts, worker, workers)?;
+        let interval_ms = 1000.0 / opts.rate_per_device;
+        let devices: Vec<u32> = (0..opts.devices)
+            .filter(|d| *d as usize % workers == worker)
+            .collect();
+        let device_names = devices.iter().map(|d| format!("dev-{:04}", d + 1)).collect();
+        let site_names = devices
+            .iter()
+            .map(|d| format!("site-{:02}", d % opts.sites + 1))
+            .collect();
+        let mut channels = Vec::with_capacity(devices.len() * opts.sensors.len());
+        for &d in &devices {
+            for s in 0..opts.sensors.len() {
+                channels.push(Channel::new(&opts, d, s, interval_ms));
+            }
+        }
+        let n = 1usize << SIN_BITS;
+        let sin = (0..n)
+            .map(|i| (std::f64::consts::TAU * i as f64 / n as f64).sin())
+            .collect();
+        Ok(Generator {
+            schema: Self::schema(&opts).to_arrow(),
+            slot_ms: interval_ms / f64::from(opts.devices),
+            opts,
+            devices,
+            device_names,
+            site_names,
+            channels,
+            sin,
+            tick: 0,
+            dev: 0,
+            sensor: 0,
+            limit: u64::MAX,
+        })
+    }
+
+    /// Stops after `total` readings across all workers.
+    ///
+    /// The limit is exact: the union of every worker's output equals the first `total` rows of
+    /// the 1-worker run (rows are numbered fleet-wide in (tick, device, sensor) order and each
+    /// worker keeps its rows numbered below `total`).
+    pub fn set_limit(&mut self, total: u64) {
+        self.limit = total;
+    }
+
+    /// The fleet-wide number of the reading at the cursor.
+    fn global_index(&self) -> u64 {
+        match self.devices.get(self.dev) {
+            Some(&d) => self
+                .tick
+                .saturating_mul(u64::from(self.opts.devices))
+                .saturating_add(u64::from(d))
+                .saturating_mul(self.opts.sensors.len() as u64)
+                .saturating_add(self.sensor as u64),
+            None => u64::MAX,
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.global_index() >= self.limit
+    }
+
+    /// Event time of the reading at the cursor, before jitter.
+    fn nominal_ts(&self, tick: u64, device: u32) -> i64 {
+        let slot = tick as f64 * f64::from(self.opts.devices) + f64::from(device);
+        self.opts.start_ms + (slot * self.slot_ms) as i64
+    }
+
+    /// Event time of the next reading before jitter (for real-time pacing by the caller), or
+    /// `i64::MAX` once the generator is exhausted.
+    pub fn next_event_time(&self) -> i64 {
+        if self.exhausted() {
+            return i64::MAX;
+        }
+        self.nominal_ts(self.tick, self.devices[self.dev])
+    }
+
+    /// Low watermark: every reading produced from now on has `ts >= watermark()`; `i64::MAX`
+    /// once the generator is exhausted.
+    pub fn watermark(&self) -> i64 {
+        match self.next_event_time() {
+            i64::MAX => i64::MAX,
+            t => t - self.opts.disorder_ms,
+        }
+    }
+
+    /// Next batch of up to `max_rows` readings (capped at 2^24), in event-time order apart
+    /// from the jitter, or `None` once the limit is reached.
+    pub fn next_batch(&mut self, max_rows: usize) -> Option<RecordBatch> {
+        if self.exhausted() || max_rows == 0 {
+            return None;
+        }
+        let cap = max_rows.min(MAX_BATCH_ROWS);
+        let sensors = self.opts.sensors.len();
+        let sensor_names: Vec<&[u8]> = self.opts.sensors.iter().map(|s| s.as_bytes()).collect();
+        let mut ts = Vec::with_capacity(cap);
+        let mut values = Vec::with_capacity(cap);
+        let mut device_col = StrColumn::with_capacity(cap, 8);
+        let mut site_col = StrColumn::with_capacity(cap, 7);
+        let mut sensor_col = StrColumn::with_capacity(cap, 11);
+        let truth = self.opts.ground_truth;
+        let mut anomaly_col = StrColumn::with_capacity(if truth { cap } else { 0 }, 0);
+        let mut anomaly_valid: Vec<bool> = Vec::with_capacity(if truth { cap } else { 0 });
+        let rate = self.opts.anomaly_rate;
+        let disorder = self.opts.disorder_ms;
+        let devices = u64::from(self.opts.devices);
+
+        let mut rows = 0;
+        'outer: while rows < cap {
+            let d = self.devices[self.dev];
+            let group = (self.tick.saturating_mul(devices).saturating_add(u64::from(d)))
+                .saturating_mul(sensors as u64);
+            let t = self.nominal_ts(self.tick, d);
+            let device_name = self.device_names[self.dev].as_bytes();
+            let site_name = self.site_names[self.dev].as_bytes();
+            while self.sensor < sensors {
+                if rows == cap {
+                    break 'outer;
+                }
+                if group.saturating_add(self.sensor as u64) >= self.limit {
+                    break 'outer;
+                }
+                let channel = &mut self.channels[self.dev * sensors + self.sensor];
+                let (value, label) = channel.next(&self.sin, &self.opts.anomaly_shapes, rate);
+                let jitter = if disorder > 0 {
+                    channel.rng.random_range(0..=disorder)
+                } else {
+                    0
+                };
+                ts.push(t - jitter);
+                values.push(value);
+                device_col.push(device_name);
+                site_col.push(site_name);
+                sensor_col.push(sensor_names[self.sensor]);
+                if truth {
+                    anomaly_col.push(label.map_or(&b""[..], |s| s.name().as_bytes()));
+                    anomaly_valid.push(label.is_some());
+                }
+                rows += 1;
+                self.sensor += 1;
+            }
+            self.sensor = 0;
+            self.dev += 1;
+            if self.dev == self.devices.len() {
+                self.dev = 0;
+                self.tick += 1;
+            }
+        }
+        if rows == 0 {
+            return None;
+        }
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(TimestampMillisecondArray::new(ScalarBuffer::from(ts), None)),
+            device_col.finish(None),
+            site_col.finish(None),
+            sensor_col.finish(None),
+            Arc::new(Float64Array::new(ScalarBuffer::from(values), None)),
+        ];
+        if truth {
+            columns.push(anomaly_col.finish(Some(NullBuffer::from(anomaly_valid))));
+        }
+        // Columns match the schema by construction (same order, types and lengths).
+        Some(RecordBatch::try_new(self.schema.clone(), columns).expect("generator columns match its schema"))
+    }
+}
+
+fn validate(opts: &GeneratorOptions, worker: usize, workers: usize) -> Result<()> {
+    let err = |m: String| Err(ConnectorError::User(format!("generator: {m}")));
+    if workers == 0 || worker >= workers {
+        return Err(ConnectorError::Internal(format!(
+            "generator worker {worker} out of {workers} workers"
+        )));
+    }
+    if opts.devices == 0 {
+        return err("devices must be at least 1".into());
+    }
+    if opts.sites == 0 {
+        return err("sites must be at least 1".into());
+    }
+    if opts.sensors.is_empty() {
+        return err("sensors must list at least one sensor".into());
+    }
+    if !(opts.rate_per_device.is_finite() && opts.rate_per_device > 0.0) {
+        return err(format!(
+            "rate_per_device must be a positive number, got {}",
+            opts.rate_per_device
+        ));
+    }
+    if !(0.0..=1.0).contains(&opts.anomaly_rate) {
+        return err(format!(
+            "anomaly_rate must be in [0, 1], got {}",
+            opts.anomaly_rate
+        ));
+    }
+    if opts.anomaly_rate > 0.0 && opts.anomaly_shapes.is_empty() {
+        return err("anomaly_shapes is empty but anomaly_rate > 0".into());
+    }
+    if opts.disorder_ms < 0 {
+        return err(format!(
+            "disorder_ms must be >= 0, got {}",
+            opts.disorder_ms
+        ));
+    }
+    Ok(())
+}

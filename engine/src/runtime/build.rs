@@ -1,0 +1,149 @@
+//! Turning one half of a plan into a timely dataflow: the one place that maps every node
+//! kind to the operator that runs it (a missing kind is a compile error here).
+
+use std::collections::HashMap;
+
+use edgeflow_connectors::embedded_log::EmbeddedLog;
+use timely::dataflow::operators::Concatenate;
+use timely::dataflow::{Scope, Stream};
+use timely::worker::Worker;
+
+use super::batch::{Batch, EventTime};
+use super::context::RunContext;
+use super::{RunOptions, cut, sinks, sources, transforms, window};
+use crate::error::EngineError;
+use crate::plan::{Operator, Placement, Plan, PlanNode, Port, StreamRef};
+
+/// A stream of batches in event time.
+pub type BatchStream<'scope> = Stream<'scope, EventTime, Vec<Batch>>;
+
+/// Which half a dataflow runs, and as which edge.
+pub struct Half {
+    /// Edge or cloud nodes.
+    pub placement: Placement,
+    /// The id this process's edge half writes under.
+    pub edge_id: String,
+}
+
+/// What building one node produced.
+#[derive(Default)]
+pub struct NodeOutputs<'scope> {
+    /// The main output (none for sinks).
+    pub main: Option<BatchStream<'scope>>,
+    /// The late side output (windows only).
+    pub late: Option<BatchStream<'scope>>,
+}
+
+/// Everything a node builder may need besides its inputs.
+pub struct BuildEnv<'a> {
+    /// The plan being built.
+    pub plan: &'a Plan,
+    /// Run options.
+    pub options: &'a RunOptions,
+    /// Shared run state.
+    pub ctx: &'a RunContext,
+    /// This worker's index and the number of workers.
+    pub worker: usize,
+    /// Number of workers.
+    pub peers: usize,
+}
+
+/// Builds the dataflow of `half` on this worker.
+pub fn build_half(
+    worker: &mut Worker,
+    plan: &Plan,
+    half: &Half,
+    options: &RunOptions,
+    ctx: &RunContext,
+    log: &EmbeddedLog,
+) -> Result<(), EngineError> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let env = BuildEnv { plan, options, ctx, worker: index, peers };
+    worker.dataflow::<EventTime, _, _>(|scope| {
+        let mut streams: HashMap<StreamRef, BatchStream> = HashMap::new();
+        if half.placement == Placement::Cloud {
+            for topic in &plan.topics {
+                let stream = cut::consume(scope, topic, &env, log, move |edge: &str| {
+                    // In one process, cloud worker i reads what edge worker i wrote.
+                    edge == format!("embedded-{index}")
+                })?;
+                streams.insert(topic.stream.clone(), stream);
+            }
+        }
+        for node in plan.nodes.iter().filter(|n| n.placement == half.placement) {
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|input| {
+                    streams.get(input).cloned().ok_or_else(|| {
+                        EngineError::Internal(format!("node {}: input {input} was not built", node.id))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let input = match inputs.len() {
+                0 => None,
+                1 => inputs.into_iter().next(),
+                _ => Some(scope.concatenate(inputs)),
+            };
+            let outputs = build_node(scope, node, input, &env)?;
+            if let Some(main) = outputs.main {
+                streams.insert(StreamRef { node: node.id.clone(), port: Port::Main }, main);
+            }
+            if let Some(late) = outputs.late {
+                let late_ref = StreamRef { node: node.id.clone(), port: Port::Late };
+                if is_consumed(plan, &late_ref) {
+                    streams.insert(late_ref, late);
+                } else {
+                    sinks::dead_letter_late(late, node, &env);
+                }
+            }
+        }
+        if half.placement == Placement::Edge {
+            for topic in &plan.topics {
+                let stream = streams.get(&topic.stream).cloned().ok_or_else(|| {
+                    EngineError::Internal(format!("cut stream {} was not built", topic.stream))
+                })?;
+                cut::produce(stream, topic, &env, log, &half.edge_id)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn is_consumed(plan: &Plan, stream: &StreamRef) -> bool {
+    plan.nodes.iter().any(|n| n.inputs.contains(stream))
+}
+
+fn require_input<'scope>(node: &PlanNode, input: Option<BatchStream<'scope>>) -> Result<BatchStream<'scope>, EngineError> {
+    input.ok_or_else(|| EngineError::Internal(format!("node {} has no input", node.id)))
+}
+
+/// The registry: one line per node kind.
+fn build_node<'scope>(
+    scope: Scope<'scope, EventTime>,
+    node: &PlanNode,
+    input: Option<BatchStream<'scope>>,
+    env: &BuildEnv,
+) -> Result<NodeOutputs<'scope>, EngineError> {
+    let main = |stream| Ok(NodeOutputs { main: Some(stream), late: None });
+    match &node.operator {
+        Operator::Generator(settings) => main(sources::generator(scope, node, settings, env)?),
+        Operator::FileSource(settings) => main(sources::file(scope, node, settings, env)?),
+        Operator::Filter { predicate } => main(transforms::filter(require_input(node, input)?, node, predicate, env)?),
+        Operator::Map { fields, drop } => main(transforms::map(require_input(node, input)?, node, fields, drop, env)?),
+        Operator::Detect(settings) => main(transforms::detect(require_input(node, input)?, node, settings, env)?),
+        Operator::Window(settings) => window::window(require_input(node, input)?, node, settings, env),
+        Operator::Table { name } => {
+            sinks::table(require_input(node, input)?, node, name, env)?;
+            Ok(NodeOutputs::default())
+        }
+        Operator::FileSink { .. } => {
+            sinks::file(require_input(node, input)?, node, env);
+            Ok(NodeOutputs::default())
+        }
+        Operator::Stdout { table_format } => {
+            sinks::stdout(require_input(node, input)?, node, *table_format, env);
+            Ok(NodeOutputs::default())
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! SQL over the materialized tables: DataFusion for planning and execution, plus the
+//! output formats the HTTP endpoint and the CLI speak (JSON rows, CSV, Arrow IPC, text).
+//!
+//! Every query runs against a fresh snapshot of each table, taken when the query starts.
+
+pub mod catalog;
+pub mod http;
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+
+use crate::error::EngineError;
+pub use catalog::{Catalog, MaterializedTable, TableSnapshot};
+
+/// The result of one query.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// The result's schema (present even when there are no rows).
+    pub schema: SchemaRef,
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    /// Number of result rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Runs SQL against a [`Catalog`].
+#[derive(Debug, Clone)]
+pub struct QueryEngine {
+    catalog: Arc<Catalog>,
+}
+
+impl QueryEngine {
+    /// An engine over these tables.
+    pub fn new(catalog: Arc<Catalog>) -> Self {
+        QueryEngine { catalog }
+    }
+
+    /// The tables it queries.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Plans and runs one SQL statement. Bad SQL is an [`EngineError::Sql`] whose message
+    /// is DataFusion's, meant for the user.
+    pub async fn query(&self, sql: &str) -> Result<QueryResult, EngineError> {
+        let ctx = SessionContext::new();
+        for table in self.catalog.tables() {
+            let snapshot = table.snapshot();
+            let provider = MemTable::try_new(table.schema(), vec![snapshot.batches])
+                .map_err(|e| EngineError::Internal(format!("table {}: {e}", table.name())))?;
+            ctx.register_table(table.name(), Arc::new(provider))
+                .map_err(|e| EngineError::Internal(format!("table {}: {e}", table.name())))?;
+        }
+        let frame = ctx.sql(sql).await.map_err(sql_error)?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await.map_err(sql_error)?;
+        Ok(QueryResult { schema, batches })
+    }
+}
+
+fn sql_error(e: datafusion::error::DataFusionError) -> EngineError {
+    EngineError::Sql(e.strip_backtrace())
+}
+
+/// Output formats of a query result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultFormat {
+    /// A JSON array of row objects.
+    Json,
+    /// CSV with a header line.
+    Csv,
+    /// An Arrow IPC stream (what `edgeflow sql` asks for).
+    ArrowIpc,
+    /// An aligned text table.
+    Table,
+}
+
+impl ResultFormat {
+    /// The HTTP content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ResultFormat::Json => "application/json",
+            ResultFormat::Csv => "text/csv",
+            ResultFormat::ArrowIpc => "application/vnd.apache.arrow.stream",
+            ResultFormat::Table => "text/plain; charset=utf-8",
+        }
+    }
+
+    /// The format a request's `Accept` header asks for (JSON when it names none we know).
+    pub fn from_accept(accept: &str) -> ResultFormat {
+        let accept = accept.to_ascii_lowercase();
+        if accept.contains("text/csv") {
+            ResultFormat::Csv
+        } else if accept.contains("arrow") {
+            ResultFormat::ArrowIpc
+        } else if accept.contains("text/plain") {
+            ResultFormat::Table
+        } else {
+            ResultFormat::Json
+        }
+    }
+}
+
+/// Encodes a result in a format.
+pub fn encode_result(result: &QueryResult, format: ResultFormat) -> Result<Vec<u8>, EngineError> {
+    let internal = |e: arrow::error::ArrowError| EngineError::Internal(format!("encoding result: {e}"));
+    let mut out = Vec::new();
+    match format {
+        ResultFormat::Json => {
+            let mut writer = arrow::json::ArrayWriter::new(&mut out);
+            for batch in &result.batches {
+                writer.write(batch).map_err(internal)?;
+            }
+            writer.finish().map_err(internal)?;
+            drop(writer);
+            if out.is_empty() {
+                out.extend_from_slice(b"[]");
+            }
+            out.push(b'\n');
+        }
+        ResultFormat::Csv => {
+            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            if result.batches.is_empty() {
+                let header = result
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                drop(writer);
+                out.extend_from_slice(header.as_bytes());
+                out.push(b'\n');
+            } else {
+                for batch in &result.batches {
+                    writer.write(batch).map_err(internal)?;
+                }
+            }
+        }
+        ResultFormat::ArrowIpc => {
+            let mut writer =
+                arrow::ipc::writer::StreamWriter::try_new(&mut out, &result.schema).map_err(internal)?;
+            for batch in &result.batches {
+                writer.write(batch).map_err(internal)?;
+            }
+            writer.finish().map_err(internal)?;
+        }
+        ResultFormat::Table => {
+            out.extend_from_slice(render_table(result).as_bytes());
+        }
+    }
+    Ok(out)
+}
+
+/// An aligned text table of a result, with a row count line.
+pub fn render_table(result: &QueryResult) -> String {
+    let rows = result.num_rows();
+    let table = if result.batches.is_empty() {
+        let empty = RecordBatch::new_empty(result.schema.clone());
+        arrow::util::pretty::pretty_format_batches(&[empty])
+    } else {
+        arrow::util::pretty::pretty_format_batches(&result.batches)
+    };
+    let table = table.map(|t| t.to_string()).unwrap_or_else(|e| format!("(cannot display: {e})"));
+    format!("{table}\n({rows} row{})\n", if rows == 1 { "" } else { "s" })
+}
+
+/// Decodes an Arrow IPC stream (as sent for [`ResultFormat::ArrowIpc`]).
+pub fn decode_ipc_result(bytes: &[u8]) -> Result<QueryResult, EngineError> {
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| EngineError::Internal(format!("decoding result: {e}")))?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| EngineError::Internal(format!("decoding result: {e}")))?;
+    Ok(QueryResult { schema, batches })
+}

@@ -1,0 +1,1066 @@
+//! Event-time window aggregation: tumbling and hopping windows over keyed Arrow batches.
+//!
+//! A [`WindowAggregator`] is a batch-in/batch-out state machine that knows nothing about timely:
+//! [`WindowAggregator::push`] adds a batch (returning its late and invalid rows),
+//! [`WindowAggregator::advance`] moves the watermark and returns the results of the windows it
+//! closed. The work is columnar: keys are interned for the whole batch ([`keys`]), rows are
+//! bucketed by window, and accumulators are updated in tight loops over primitive slices.
+//!
+//! Aggregate semantics (all ignore null values):
+//! - `count`: the number of non-null values of its field (of rows, when the field is the time field).
+//! - `sum`, `mean`: every non-null value, NaN included (so a NaN makes them NaN). An `i64` sum
+//!   wraps on overflow (as DataFusion's does); `mean` is computed in `f64`.
+//! - `min`, `max`: ignore NaN.
+//! - `stddev`: the SAMPLE standard deviation (divisor n - 1), null when fewer than 2 values;
+//!   computed with Welford's algorithm.
+//! - `first`, `last`: the value with the smallest / largest timestamp; ties go to arrival order.
+//! - `p50`, `p95`, `p99`: EXACT percentiles with linear interpolation between the closest ranks
+//!   (numpy's default, rank `(n - 1) * q`), NaN ignored, computed at close time from every
+//!   value kept for the group. Memory: 8 bytes per value per open window, shared by all the
+//!   percentiles of one field; nothing is kept when no percentile is requested.
+//!
+//! Outputs of every aggregate but `count` are null when the group had no (non-NaN for
+//! min/max/percentiles) values.
+
+pub(crate) mod keys;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, PrimitiveArray, RecordBatch,
+    TimestampMillisecondArray, UInt32Array,
+};
+use arrow::buffer::{NullBuffer, ScalarBuffer};
+use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+
+use crate::error::{OperatorError, Result};
+use crate::schema::{EventSchema, FieldType};
+use keys::KeyInterner;
+
+/// One aggregate function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AggregateFn {
+    /// Number of non-null values.
+    Count,
+    /// Sum of the values (i64 wraps on overflow).
+    Sum,
+    /// Smallest value (NaN ignored).
+    Min,
+    /// Largest value (NaN ignored).
+    Max,
+    /// Arithmetic mean, as f64.
+    Mean,
+    /// Sample standard deviation (n - 1), null below 2 values.
+    Stddev,
+    /// Value with the smallest timestamp (ties: first arrived).
+    First,
+    /// Value with the largest timestamp (ties: last arrived).
+    Last,
+    /// Exact median (linear interpolation).
+    P50,
+    /// Exact 95th percentile (linear interpolation).
+    P95,
+    /// Exact 99th percentile (linear interpolation).
+    P99,
+}
+
+impl AggregateFn {
+    /// Every aggregate function, in the order the docs list them.
+    pub const ALL: [AggregateFn; 11] = [
+        AggregateFn::Count,
+        AggregateFn::Sum,
+        AggregateFn::Min,
+        AggregateFn::Max,
+        AggregateFn::Mean,
+        AggregateFn::Stddev,
+        AggregateFn::First,
+        AggregateFn::Last,
+        AggregateFn::P50,
+        AggregateFn::P95,
+        AggregateFn::P99,
+    ];
+
+    /// The name used in pipeline files.
+    pub fn name(self) -> &'static str {
+        match self {
+            AggregateFn::Count => "count",
+            AggregateFn::Sum => "sum",
+            AggregateFn::Min => "min",
+            AggregateFn::Max => "max",
+            AggregateFn::Mean => "mean",
+            AggregateFn::Stddev => "stddev",
+            AggregateFn::First => "first",
+            AggregateFn::Last => "last",
+            AggregateFn::P50 => "p50",
+            AggregateFn::P95 => "p95",
+            AggregateFn::P99 => "p99",
+        }
+    }
+
+    /// Parses a name as written in pipeline files.
+    pub fn from_name(name: &str) -> Option<AggregateFn> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The type of the output column for an input field of type `input`: count is i64;
+    /// sum/min/max/first/last keep the input type; mean/stddev/percentiles are f64.
+    pub fn output_type(self, input: FieldType) -> FieldType {
+        match self {
+            AggregateFn::Count => FieldType::I64,
+            AggregateFn::Sum
+            | AggregateFn::Min
+            | AggregateFn::Max
+            | AggregateFn::First
+            | AggregateFn::Last => input,
+            AggregateFn::Mean
+            | AggregateFn::Stddev
+            | AggregateFn::P50
+            | AggregateFn::P95
+            | AggregateFn::P99 => FieldType::F64,
+        }
+    }
+
+    /// The quantile of a percentile function.
+    fn quantile(self) -> Option<f64> {
+        match self {
+            AggregateFn::P50 => Some(0.5),
+            AggregateFn::P95 => Some(0.95),
+            AggregateFn::P99 => Some(0.99),
+            _ => None,
+        }
+    }
+}
+
+/// One output column: `output = func(field)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateSpec {
+    /// The function.
+    pub func: AggregateFn,
+    /// The input field it reads.
+    pub field: String,
+    /// The name of the output column.
+    pub output: String,
+}
+
+/// Window geometry. Tumbling when `slide_ms == size_ms`, hopping (sliding) when
+/// `slide_ms < size_ms`; `size_ms` must be a multiple of `slide_ms`. Windows are
+/// `[start, start + size_ms)` with starts at multiples of `slide_ms` from the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// Window length in ms.
+    pub size_ms: i64,
+    /// Distance between window starts in ms.
+    pub slide_ms: i64,
+    /// A window stays open until the watermark reaches `end + allowed_lateness_ms`.
+    pub allowed_lateness_ms: i64,
+}
+
+impl WindowSpec {
+    /// Tumbling windows of `size_ms` with no allowed lateness.
+    pub fn tumbling(size_ms: i64) -> Self {
+        WindowSpec {
+            size_ms,
+            slide_ms: size_ms,
+            allowed_lateness_ms: 0,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let err = |m: String| Err(OperatorError::User(m));
+        if self.size_ms <= 0 {
+            return err(format!("window size must be > 0 ms, got {}", self.size_ms));
+        }
+        if self.slide_ms <= 0 || self.slide_ms > self.size_ms {
+            return err(format!(
+                "window slide must be > 0 ms and at most the size ({} ms), got {}",
+                self.size_ms, self.slide_ms
+            ));
+        }
+        if self.size_ms % self.slide_ms != 0 {
+            return err(format!(
+                "window size ({} ms) must be a multiple of the slide ({} ms)",
+                self.size_ms, self.slide_ms
+            ));
+        }
+        if self.allowed_lateness_ms < 0 {
+            return err(format!(
+                "allowed lateness must be >= 0 ms, got {}",
+                self.allowed_lateness_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What [`WindowAggregator::push`] did not aggregate.
+#[derive(Debug, Default)]
+pub struct PushOutcome {
+    /// Rows all of whose windows were already closed (input schema, input order).
+    pub late: Option<RecordBatch>,
+    /// Rows whose timestamp is null or out of range, with the reason (for dead letters).
+    pub invalid: Option<(RecordBatch, String)>,
+}
+
+/// Checks that a batch has the columns and types of `schema`.
+pub(crate) fn check_batch(schema: &EventSchema, batch: &RecordBatch) -> Result<()> {
+    let fields = schema.fields();
+    let ok = batch.num_columns() == fields.len()
+        && batch
+            .columns()
+            .iter()
+            .zip(fields)
+            .all(|(c, (_, t))| c.data_type() == &t.arrow_type());
+    if ok {
+        Ok(())
+    } else {
+        Err(OperatorError::Internal(format!(
+            "batch with schema {} does not match the operator's input schema {schema}",
+            batch.schema()
+        )))
+    }
+}
+
+/// Takes `rows` of every column of `batch`.
+pub(crate) fn take_rows(batch: &RecordBatch, rows: &[u32]) -> Result<RecordBatch> {
+    let idx = UInt32Array::from(rows.to_vec());
+    let cols = batch
+        .columns()
+        .iter()
+        .map(|c| arrow::compute::take(c, &idx, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), cols)?)
+}
+
+/// The value types aggregates compute on.
+trait Num: Copy + PartialOrd + Default + 'static {
+    const LOWEST: Self;
+    const HIGHEST: Self;
+    fn to_f64(self) -> f64;
+    fn add(self, other: Self) -> Self;
+    /// False for NaN.
+    fn ordered(self) -> bool;
+    fn array(values: Vec<Self>, valid: Option<NullBuffer>) -> ArrayRef;
+}
+
+impl Num for i64 {
+    const LOWEST: Self = i64::MIN;
+    const HIGHEST: Self = i64::MAX;
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        self.wrapping_add(other)
+    }
+    #[inline(always)]
+    fn ordered(self) -> bool {
+        true
+    }
+    fn array(values: Vec<Self>, valid: Option<NullBuffer>) -> ArrayRef {
+        Arc::new(Int64Array::new(ScalarBuffer::from(values), valid))
+    }
+}
+
+impl Num for f64 {
+    const LOWEST: Self = f64::NEG_INFINITY;
+    const HIGHEST: Self = f64::INFINITY;
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        self + other
+    }
+    #[inline(always)]
+    fn ordered(self) -> bool {
+        !self.is_nan()
+    }
+    fn array(values: Vec<Self>, valid: Option<NullBuffer>) -> ArrayRef {
+        Arc::new(Float64Array::new(ScalarBuffer::from(values), valid))
+    }
+}
+
+/// Accumulators of one numeric aggregate for every group of a window (struct of arrays,
+/// indexed by the group's slot).
+#[derive(Debug)]
+enum NumState<T> {
+    Sum { sum: Vec<T>, seen: Vec<bool> },
+    Min { v: Vec<T>, seen: Vec<bool> },
+    Max { v: Vec<T>, seen: Vec<bool> },
+    Mean { sum: Vec<f64>, n: Vec<u64> },
+    Stddev { n: Vec<u64>, mean: Vec<f64>, m2: Vec<f64> },
+    First { v: Vec<T>, ts: Vec<i64>, seen: Vec<bool> },
+    Last { v: Vec<T>, ts: Vec<i64>, seen: Vec<bool> },
+}
+
+/// Accumulators of one aggregate for every group of a window.
+#[derive(Debug)]
+enum AggState {
+    Count(Vec<i64>),
+    I(NumState<i64>),
+    F(NumState<f64>),
+    /// Values kept for the percentiles of one field.
+    Values(Vec<Vec<f64>>),
+    /// A percentile reading the values kept by another aggregate.
+    Shared,
+}
+
+/// Calls `f(row, slot)` for every row whose value is not null.
+#[inline(always)]
+fn each(rows: &[u32], slots: &[u32], nulls: Option<&NullBuffer>, mut f: impl FnMut(usize, usize)) {
+    match nulls {
+        None => {
+            for (&r, &s) in rows.iter().zip(slots) {
+                f(r as usize, s as usize);
+            }
+        }
+        Some(n) => {
+            for (&r, &s) in rows.iter().zip(slots) {
+                if n.is_valid(r as usize) {
+                    f(r as usize, s as usize);
+                }
+            }
+        }
+    }
+}
+
+impl<T: Num> NumState<T> {
+    fn new(func: AggregateFn) -> Option<Self> {
+        Some(match func {
+            AggregateFn::Sum => NumState::Sum {
+                sum: Vec::new(),
+                seen: Vec::new(),
+            },
+            AggregateFn::Min => NumState::Min {
+                v: Vec::new(),
+                seen: Vec::new(),
+            },
+            AggregateFn::Max => NumState::Max {
+                v: Vec::new(),
+                seen: Vec::new(),
+            },
+            AggregateFn::Mean => NumState::Mean {
+                sum: Vec::new(),
+                n: Vec::new(),
+            },
+            AggregateFn::Stddev => NumState::Stddev {
+                n: Vec::new(),
+                mean: Vec::new(),
+                m2: Vec::new(),
+            },
+            AggregateFn::First => NumState::First {
+                v: Vec::new(),
+                ts: Vec::new(),
+                seen: Vec::new(),
+            },
+            AggregateFn::Last => NumState::Last {
+                v: Vec::new(),
+                ts: Vec::new(),
+                seen: Vec::new(),
+            },
+            _ => return None,
+        })
+    }
+
+    fn resize(&mut self, n: usize) {
+        match self {
+            NumState::Sum { sum, seen } => {
+                sum.resize(n, T::default());
+                seen.resize(n, false);
+            }
+            NumState::Min { v, seen } => {
+                v.resize(n, T::HIGHEST);
+                seen.resize(n, false);
+            }
+            NumState::Max { v, seen } => {
+                v.resize(n, T::LOWEST);
+                seen.resize(n, false);
+            }
+            NumState::Mean { sum, n: c } => {
+                sum.resize(n, 0.0);
+                c.resize(n, 0);
+            }
+            NumState::Stddev { n: c, mean, m2 } => {
+                c.resize(n, 0);
+                mean.resize(n, 0.0);
+                m2.resize(n, 0.0);
+            }
+            NumState::First { v, ts, seen } | NumState::Last { v, ts, seen } => {
+                v.resize(n, T::default());
+                ts.resize(n, 0);
+                seen.resize(n, false);
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn update(
+        &mut self,
+        vals: &[T],
+        nulls: Option<&NullBuffer>,
+        times: &[i64],
+        rows: &[u32],
+        slots: &[u32],
+    ) {
+        match self {
+            NumState::Sum { sum, seen } => each(rows, slots, nulls, |r, s| {
+                sum[s] = sum[s].add(vals[r]);
+                seen[s] = true;
+            }),
+            NumState::Min { v, seen } => each(rows, slots, nulls, |r, s| {
+                let x = vals[r];
+                if x < v[s] {
+                    v[s] = x;
+                }
+                seen[s] |= x.ordered();
+            }),
+            NumState::Max { v, seen } => each(rows, slots, nulls, |r, s| {
+                let x = vals[r];
+                if x > v[s] {
+                    v[s] = x;
+                }
+                seen[s] |= x.ordered();
+            }),
+            NumState::Mean { sum, n } => each(rows, slots, nulls, |r, s| {
+                sum[s] += vals[r].to_f64();
+                n[s] += 1;
+            }),
+            NumState::Stddev { n, mean, m2 } => each(rows, slots, nulls, |r, s| {
+                let x = vals[r].to_f64();
+                n[s] += 1;
+                let d = x - mean[s];
+                mean[s] += d / n[s] as f64;
+                m2[s] += d * (x - mean[s]);
+            }),
+            NumState::First { v, ts, seen } => each(rows, slots, nulls, |r, s| {
+                let t = times[r];
+                if !seen[s] || t < ts[s] {
+                    v[s] = vals[r];
+                    ts[s] = t;
+                    seen[s] = true;
+                }
+            }),
+            NumState::Last { v, ts, seen } => each(rows, slots, nulls, |r, s| {
+                let t = times[r];
+                if !seen[s] || t >= ts[s] {
+                    v[s] = vals[r];
+                    ts[s] = t;
+                    seen[s] = true;
+                }
+            }),
+        }
+    }
+
+    /// The output column for the groups in `order`.
+    fn finish(&self, order: &[u32]) -> ArrayRef {
+        fn pick<V: Copy>(v: &[V], order: &[u32]) -> Vec<V> {
+            order.iter().map(|&s| v[s as usize]).collect()
+        }
+        fn valid(seen: impl Iterator<Item = bool>) -> Option<NullBuffer> {
+            let n = NullBuffer::from_iter(seen);
+            (n.null_count() > 0).then_some(n)
+        }
+        let f64s = |v: Vec<f64>, ok: Option<NullBuffer>| f64::array(v, ok);
+        match self {
+            NumState::Sum { sum: v, seen }
+            | NumState::Min { v, seen }
+            | NumState::Max { v, seen }
+            | NumState::First { v, seen, .. }
+            | NumState::Last { v, seen, .. } => {
+                let ok = valid(order.iter().map(|&s| seen[s as usize]));
+                // Nulls carry the neutral element; write 0 there so outputs are deterministic.
+                let mut vals = pick(v, order);
+                for (x, &s) in vals.iter_mut().zip(order) {
+                    if !seen[s as usize] {
+                        *x = T::default();
+                    }
+                }
+                T::array(vals, ok)
+            }
+            NumState::Mean { sum, n } => {
+                let ok = valid(order.iter().map(|&s| n[s as usize] > 0));
+                let vals = order
+                    .iter()
+                    .map(|&s| {
+                        let c = n[s as usize];
+                        if c > 0 { sum[s as usize] / c as f64 } else { 0.0 }
+                    })
+                    .collect();
+                f64s(vals, ok)
+            }
+            NumState::Stddev { n, m2, .. } => {
+                let ok = valid(order.iter().map(|&s| n[s as usize] >= 2));
+                let vals = order
+                    .iter()
+                    .map(|&s| {
+                        let c = n[s as usize];
+                        if c >= 2 {
+                            (m2[s as usize] / (c - 1) as f64).max(0.0).sqrt()
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                f64s(vals, ok)
+            }
+        }
+    }
+}
+
+/// The exact `q` quantile of sorted, NaN-free `v` (numpy's linear method).
+pub(crate) fn percentile_sorted(v: &[f64], q: f64) -> Option<f64> {
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let pos = (n - 1) as f64 * q;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(n - 1);
+    let t = pos - lo as f64;
+    let (a, b) = (v[lo], v[hi]);
+    // numpy's _lerp: exact at both ends.
+    Some(if t >= 0.5 {
+        b - (b - a) * (1.0 - t)
+    } else {
+        a + (b - a) * t
+    })
+}
+
+impl AggState {
+    fn resize(&mut self, n: usize) {
+        match self {
+            AggState::Count(c) => c.resize(n, 0),
+            AggState::I(s) => s.resize(n),
+            AggState::F(s) => s.resize(n),
+            AggState::Values(v) => v.resize_with(n, Vec::new),
+            AggState::Shared => {}
+        }
+    }
+}
+
+/// How one aggregate reads its input.
+#[derive(Debug, Clone)]
+struct AggPlan {
+    func: AggregateFn,
+    /// Index of the input column.
+    column: usize,
+    input: FieldType,
+    /// For percentiles: the index of the aggregate that keeps the field's values.
+    values_of: Option<usize>,
+}
+
+impl AggPlan {
+    fn new_state(&self, index: usize) -> AggState {
+        if self.func == AggregateFn::Count {
+            return AggState::Count(Vec::new());
+        }
+        if self.func.quantile().is_some() {
+            return if self.values_of == Some(index) {
+                AggState::Values(Vec::new())
+            } else {
+                AggState::Shared
+            };
+        }
+        // `new` accepted only numeric inputs for these functions, and NumState::new
+        // covers every non-count, non-percentile function.
+        match self.input {
+            FieldType::I64 => AggState::I(NumState::new(self.func).expect("numeric aggregate")),
+            _ => AggState::F(NumState::new(self.func).expect("numeric aggregate")),
+        }
+    }
+}
+
+/// The open groups of one window.
+#[derive(Debug)]
+struct Window {
+    /// Slot of each key id in this window (`NO_SLOT` when absent), indexed by key id.
+    slot_of_key: Vec<u32>,
+    /// Key id of each slot.
+    keys: Vec<u32>,
+    aggs: Vec<AggState>,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+/// Event-time tumbling/hopping window aggregation over keyed batches. See the module docs for
+/// the semantics of each aggregate.
+#[derive(Debug)]
+pub struct WindowAggregator {
+    input: EventSchema,
+    output: EventSchema,
+    output_arrow: arrow::datatypes::SchemaRef,
+    time_column: usize,
+    time_field: String,
+    key_columns: Vec<usize>,
+    plans: Vec<AggPlan>,
+    spec: WindowSpec,
+    /// Windows open per batch row (`size / slide`).
+    per_row: i64,
+    watermark: i64,
+    windows: BTreeMap<i64, Window>,
+    interner: KeyInterner,
+    /// Forget dead keys when the interner grows past this.
+    gc_threshold: usize,
+    // Scratch buffers reused across batches.
+    key_ids: Vec<u32>,
+    accepted: Vec<u32>,
+    bases: Vec<i64>,
+    pairs: Vec<(i64, u32)>,
+    slots: Vec<u32>,
+}
+
+const MIN_GC_KEYS: usize = 4096;
+
+impl WindowAggregator {
+    /// A window aggregator. `time_field` must be TimestampMs, aggregate fields must be I64 or
+    /// F64 (count also accepts any type: it counts non-null values), key fields any type.
+    pub fn new(
+        input: &EventSchema,
+        time_field: &str,
+        key: &[String],
+        aggregates: &[AggregateSpec],
+        spec: WindowSpec,
+    ) -> Result<Self> {
+        spec.validate()?;
+        let user = |m: String| OperatorError::User(m);
+        let index_of = |name: &str, what: &str| -> Result<(usize, FieldType)> {
+            input
+                .fields()
+                .iter()
+                .position(|(n, _)| n == name)
+                .map(|i| (i, input.fields()[i].1))
+                .ok_or_else(|| {
+                    user(format!(
+                        "{what} field \"{name}\" is not in the input schema {input}"
+                    ))
+                })
+        };
+        let (time_column, time_type) = index_of(time_field, "time")?;
+        if time_type != FieldType::TimestampMs {
+            return Err(user(format!(
+                "time field \"{time_field}\" must be timestamp_ms, it is {time_type}"
+            )));
+        }
+        let mut out_fields: Vec<(String, FieldType)> = vec![
+            ("window_start".into(), FieldType::TimestampMs),
+            ("window_end".into(), FieldType::TimestampMs),
+        ];
+        let mut key_columns = Vec::new();
+        let mut key_types = Vec::new();
+        for k in key {
+            let (i, t) = index_of(k, "key")?;
+            if out_fields.iter().any(|(n, _)| n == k) {
+                return Err(user(format!(
+                    "key field \"{k}\" is listed twice or clashes with a window column"
+                )));
+            }
+            key_columns.push(i);
+            key_types.push(t);
+            out_fields.push((k.clone(), t));
+        }
+        if aggregates.is_empty() {
+            return Err(user("a window needs at least one aggregate".into()));
+        }
+        let mut plans: Vec<AggPlan> = Vec::new();
+        for a in aggregates {
+            let (column, t) = index_of(&a.field, &format!("{} aggregate's", a.func.name()))?;
+            if a.func != AggregateFn::Count && !t.is_numeric() {
+                return Err(user(format!(
+                    "aggregate {}({}) needs an i64 or f64 field, \"{}\" is {t}",
+                    a.func.name(),
+                    a.field,
+                    a.field
+                )));
+            }
+            if out_fields.iter().any(|(n, _)| *n == a.output) {
+                return Err(user(format!(
+                    "aggregate output \"{}\" is used twice (window_start, window_end, key \
+                     fields and outputs must have distinct names)",
+                    a.output
+                )));
+            }
+            let values_of = a.func.quantile().map(|_| {
+                plans
+                    .iter()
+                    .position(|p| p.func.quantile().is_some() && p.column == column)
+                    .unwrap_or(plans.len())
+            });
+            out_fields.push((a.output.clone(), a.func.output_type(t)));
+            plans.push(AggPlan {
+                func: a.func,
+                column,
+                input: t,
+                values_of,
+            });
+        }
+        let output = EventSchema::new(out_fields);
+        Ok(WindowAggregator {
+            input: input.clone(),
+            output_arrow: output.to_arrow(),
+            output,
+            time_column,
+            time_field: time_field.to_string(),
+            key_columns,
+            plans,
+            spec,
+            per_row: spec.size_ms / spec.slide_ms,
+            watermark: i64::MIN,
+            windows: BTreeMap::new(),
+            interner: KeyInterner::new(key_types),
+            gc_threshold: MIN_GC_KEYS,
+            key_ids: Vec::new(),
+            accepted: Vec::new(),
+            bases: Vec::new(),
+            pairs: Vec::new(),
+            slots: Vec::new(),
+        })
+    }
+
+    /// Output schema: `window_start`, `window_end` (timestamp_ms), the key fields with their
+    /// input types, then one column per aggregate named `output`, typed by `output_type`.
+    pub fn output_schema(&self) -> &EventSchema {
+        &self.output
+    }
+
+    /// Number of (window, key) groups currently open.
+    pub fn open_groups(&self) -> usize {
+        self.windows.values().map(|w| w.keys.len()).sum()
+    }
+
+    /// The start of the earliest open window.
+    pub fn earliest_open_start(&self) -> Option<i64> {
+        self.windows.keys().next().copied()
+    }
+
+    /// Whether the window starting at `start` is closed at watermark `wm`.
+    #[inline(always)]
+    fn closed(&self, start: i64, wm: i64) -> bool {
+        // Starts were checked at push time so that this cannot overflow.
+        start + self.spec.size_ms + self.spec.allowed_lateness_ms <= wm
+    }
+
+    /// Adds a batch. Every window with `end + allowed_lateness <= watermark` (the value last
+    /// given to [`advance`](Self::advance)) is closed; a row none of whose windows is still open
+    /// is late: it is not aggregated and is returned in `late`. Rows with a null timestamp, or
+    /// one so close to the ends of the i64 range that its windows cannot be represented, are
+    /// returned in `invalid` with the reason.
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<PushOutcome> {
+        check_batch(&self.input, batch)?;
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(PushOutcome::default());
+        }
+        if n > u32::MAX as usize {
+            return Err(OperatorError::User(format!(
+                "batch of {n} rows is too large (max {})",
+                u32::MAX
+            )));
+        }
+        let ts_array: &TimestampMillisecondArray = batch
+            .column(self.time_column)
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| OperatorError::Internal("time column type".into()))?;
+        let times: &[i64] = ts_array.values();
+        let ts_nulls = ts_array.nulls().filter(|n| n.null_count() > 0);
+
+        // Classify rows: invalid, late, accepted (with the start of their latest window).
+        let (size, slide, lateness) = (
+            self.spec.size_ms as i128,
+            self.spec.slide_ms as i128,
+            self.spec.allowed_lateness_ms as i128,
+        );
+        let span = (self.per_row as i128 - 1) * slide;
+        let wm = self.watermark;
+        let mut late = Vec::new();
+        let mut null_rows = Vec::new();
+        let mut out_of_range = Vec::new();
+        self.accepted.clear();
+        self.bases.clear();
+        for (row, &t) in times.iter().enumerate() {
+            if ts_nulls.is_some_and(|nb| nb.is_null(row)) {
+                null_rows.push(row as u32);
+                continue;
+            }
+            let base = (t as i128).div_euclid(slide) * slide;
+            if base - span < i64::MIN as i128 || base + size + lateness > i64::MAX as i128 {
+                out_of_range.push(row as u32);
+                continue;
+            }
+            // In range, checked just above.
+            let base = base as i64;
+            if self.closed(base, wm) {
+                late.push(row as u32);
+            } else {
+                self.accepted.push(row as u32);
+                self.bases.push(base);
+            }
+        }
+
+        if !self.accepted.is_empty() {
+            let key_cols: Vec<&ArrayRef> =
+                self.key_columns.iter().map(|&i| batch.column(i)).collect();
+            self.interner.intern(&key_cols, n, &mut self.key_ids)?;
+            for j in 0..self.per_row {
+                self.aggregate_pass(batch, times, j * self.spec.slide_ms)?;
+            }
+        }
+
+        let mut outcome = PushOutcome::default();
+        if !late.is_empty() {
+            outcome.late = Some(take_rows(batch, &late)?);
+        }
+        if !null_rows.is_empty() || !out_of_range.is_empty() {
+            let mut reasons = Vec::new();
+            if !null_rows.is_empty() {
+                reasons.push(format!("null timestamp in field \"{}\"", self.time_field));
+            }
+            if !out_of_range.is_empty() {
+                reasons.push(format!(
+                    "timestamp in field \"{}\" too close to the limits of the i64 range for \
+                     its windows",
+                    self.time_field
+                ));
+            }
+            let mut rows = null_rows;
+            rows.extend(out_of_range);
+            rows.sort_unstable();
+            outcome.invalid = Some((take_rows(batch, &rows)?, reasons.join("; ")));
+        }
+        Ok(outcome)
+    }
+
+    /// Adds the accepted rows to their windows starting `offset` ms before their latest one.
+    fn aggregate_pass(&mut self, batch: &RecordBatch, times: &[i64], offset: i64) -> Result<()> {
+        let wm = self.watermark;
+        let (first, last) = self
+            .bases
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(a, b), &s| (a.min(s), b.max(s)));
+        if first == last {
+            // The common case: the whole batch falls in one window.
+            let start = first - offset;
+            if !self.closed(start, wm) {
+                let rows = std::mem::take(&mut self.accepted);
+                let r = self.update_window(batch, times, start, &rows);
+                self.accepted = rows;
+                r?;
+            }
+            return Ok(());
+        }
+        let mut pairs = std::mem::take(&mut self.pairs);
+        pairs.clear();
+        pairs.extend(
+            self.bases
+                .iter()
+                .zip(&self.accepted)
+                .map(|(&b, &r)| (b - offset, r))
+                .filter(|&(s, _)| !self.closed(s, wm)),
+        );
+        // Stable and adaptive: rows stay in arrival order within a window.
+        pairs.sort_by_key(|&(s, _)| s);
+        let mut rows: Vec<u32> = Vec::new();
+        let mut result = Ok(());
+        for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+            rows.clear();
+            rows.extend(run.iter().map(|&(_, r)| r));
+            result = self.update_window(batch, times, run[0].0, &rows);
+            if result.is_err() {
+                break;
+            }
+        }
+        self.pairs = pairs;
+        result
+    }
+
+    /// Adds `rows` (ascending) to the window starting at `start`.
+    fn update_window(
+        &mut self,
+        batch: &RecordBatch,
+        times: &[i64],
+        start: i64,
+        rows: &[u32],
+    ) -> Result<()> {
+        let plans = &self.plans;
+        let window = self.windows.entry(start).or_insert_with(|| Window {
+            slot_of_key: Vec::new(),
+            keys: Vec::new(),
+            aggs: plans.iter().enumerate().map(|(i, p)| p.new_state(i)).collect(),
+        });
+        if window.slot_of_key.len() < self.interner.len() {
+            window.slot_of_key.resize(self.interner.len(), NO_SLOT);
+        }
+        let slots = &mut self.slots;
+        slots.clear();
+        slots.reserve(rows.len());
+        for &r in rows {
+            let k = self.key_ids[r as usize] as usize;
+            let mut s = window.slot_of_key[k];
+            if s == NO_SLOT {
+                // Fewer groups than keys, and key ids are u32.
+                s = window.keys.len() as u32;
+                window.keys.push(k as u32);
+                window.slot_of_key[k] = s;
+            }
+            slots.push(s);
+        }
+        let groups = window.keys.len();
+        for (plan, state) in plans.iter().zip(&mut window.aggs) {
+            state.resize(groups);
+            let col = batch.column(plan.column);
+            let nulls = col.nulls().filter(|n| n.null_count() > 0);
+            let wrong = || OperatorError::Internal(format!("column {} type", plan.column));
+            match state {
+                AggState::Count(c) => each(rows, slots, nulls, |_, s| c[s] += 1),
+                AggState::I(st) => {
+                    let a: &PrimitiveArray<Int64Type> =
+                        col.as_primitive_opt().ok_or_else(wrong)?;
+                    st.update(a.values(), nulls, times, rows, slots);
+                }
+                AggState::F(st) => {
+                    let a: &PrimitiveArray<Float64Type> =
+                        col.as_primitive_opt().ok_or_else(wrong)?;
+                    st.update(a.values(), nulls, times, rows, slots);
+                }
+                AggState::Values(v) => match plan.input {
+                    FieldType::I64 => {
+                        let a: &PrimitiveArray<Int64Type> =
+                            col.as_primitive_opt().ok_or_else(wrong)?;
+                        let x = a.values();
+                        each(rows, slots, nulls, |r, s| v[s].push(x[r] as f64));
+                    }
+                    _ => {
+                        let a: &PrimitiveArray<Float64Type> =
+                            col.as_primitive_opt().ok_or_else(wrong)?;
+                        let x = a.values();
+                        each(rows, slots, nulls, |r, s| {
+                            if !x[r].is_nan() {
+                                v[s].push(x[r]);
+                            }
+                        });
+                    }
+                },
+                AggState::Shared => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every window with `end + allowed_lateness <= watermark` and returns their results
+    /// (None if nothing closed), ordered by window_start then key (nulls first). A key with no
+    /// events in a window has no row. A watermark smaller than the last one is ignored.
+    pub fn advance(&mut self, watermark: i64) -> Result<Option<RecordBatch>> {
+        if watermark <= self.watermark {
+            return Ok(None);
+        }
+        self.watermark = watermark;
+        let mut batches = Vec::new();
+        while let Some(entry) = self.windows.first_entry() {
+            if !self.closed(*entry.key(), watermark) {
+                break;
+            }
+            let (start, window) = entry.remove_entry();
+            batches.push(self.finish(start, window)?);
+        }
+        self.collect_keys();
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(arrow::compute::concat_batches(
+            &self.output_arrow,
+            &batches,
+        )?))
+    }
+
+    /// The output rows of a closed window.
+    fn finish(&self, start: i64, mut window: Window) -> Result<RecordBatch> {
+        let mut order: Vec<u32> = (0..window.keys.len() as u32).collect();
+        let keys = &window.keys;
+        order.sort_unstable_by(|&a, &b| self.interner.cmp(keys[a as usize], keys[b as usize]));
+        let n = order.len();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(TimestampMillisecondArray::from(vec![start; n])),
+            Arc::new(TimestampMillisecondArray::from(vec![
+                start + self.spec.size_ms;
+                n
+            ])),
+        ];
+        let ordered_keys: Vec<u32> = order.iter().map(|&s| keys[s as usize]).collect();
+        columns.extend(self.interner.arrays(&ordered_keys));
+        for state in &mut window.aggs {
+            if let AggState::Values(v) = state {
+                for vals in v {
+                    vals.sort_unstable_by(f64::total_cmp);
+                }
+            }
+        }
+        for (i, plan) in self.plans.iter().enumerate() {
+            let col: ArrayRef = match (&window.aggs[i], plan.func.quantile()) {
+                (AggState::Count(c), _) => Arc::new(Int64Array::from_iter_values(
+                    order.iter().map(|&s| c[s as usize]),
+                )),
+                (AggState::I(st), _) => st.finish(&order),
+                (AggState::F(st), _) => st.finish(&order),
+                (_, Some(q)) => {
+                    let src = plan.values_of.and_then(|j| window.aggs.get(j));
+                    let Some(AggState::Values(v)) = src else {
+                        return Err(OperatorError::Internal(
+                            "percentile without its values".into(),
+                        ));
+                    };
+                    Arc::new(
+                        order
+                            .iter()
+                            .map(|&s| percentile_sorted(&v[s as usize], q))
+                            .collect::<Float64Array>(),
+                    )
+                }
+                _ => {
+                    return Err(OperatorError::Internal(
+                        "aggregate state does not match its function".into(),
+                    ));
+                }
+            };
+            columns.push(col);
+        }
+        Ok(RecordBatch::try_new(self.output_arrow.clone(), columns)?)
+    }
+
+    /// Forgets interned keys that no open window uses, once there are many of them.
+    fn collect_keys(&mut self) {
+        let total = self.interner.len();
+        if total <= self.gc_threshold {
+            return;
+        }
+        let mut live = vec![false; total];
+        for w in self.windows.values() {
+            for &k in &w.keys {
+                live[k as usize] = true;
+            }
+        }
+        let live_ids: Vec<u32> = (0..total as u32).filter(|&k| live[k as usize]).collect();
+        if live_ids.len() * 2 > total {
+            self.gc_threshold = (live_ids.len() * 2).max(MIN_GC_KEYS);
+            return;
+        }
+        let mut remap = vec![NO_SLOT; total];
+        for (new, &old) in live_ids.iter().enumerate() {
+            remap[old as usize] = new as u32;
+        }
+        self.interner.retain(&live_ids);
+        for w in self.windows.values_mut() {
+            w.slot_of_key.clear();
+            w.slot_of_key.resize(live_ids.len(), NO_SLOT);
+            for (slot, k) in w.keys.iter_mut().enumerate() {
+                *k = remap[*k as usize];
+                w.slot_of_key[*k as usize] = slot as u32;
+            }
+        }
+        self.gc_threshold = (live_ids.len() * 2).max(MIN_GC_KEYS);
+    }
+}
+
+#[cfg(test)]
+mod tests;
