@@ -1,0 +1,175 @@
+//! The real `edgeflow` binary: run, validate, graph, and sql against a served instance.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn edgeflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn text(output: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+fn write_pipeline(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+const SMALL_FLEET: &str = r#"
+pipeline: small
+nodes:
+  sensors: { kind: generator, devices: 30, sites: 3, sensors: [vibration, temperature], rate_per_device: 10/s, seed: 3 }
+  per_sec: { kind: window, inputs: [sensors], key: [site, device, sensor], size: 1s, aggregates: [count, mean] }
+  fleet:   { kind: table, inputs: [per_sec] }
+"#;
+
+#[test]
+fn run_with_query_counts_every_generated_event_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(dir.path(), "small.yaml", SMALL_FLEET);
+    for workers in ["1", "3"] {
+        let output = edgeflow()
+            .args(["run", pipeline.to_str().unwrap(), "--events", "60000", "--workers", workers, "--quiet"])
+            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+            .args(["--format", "csv", "--query", "SELECT sum(count) AS events, count(*) AS windows FROM fleet"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "workers {workers}: {stderr}");
+        // 60 series (30 devices x 2 sensors) at 10/s: 60000 readings = 100 s of event
+        // time, so 100 one-second windows per series.
+        assert_eq!(stdout, "events,windows\n60000,6000\n", "workers {workers}: {stderr}");
+    }
+}
+
+#[test]
+fn validate_reports_every_problem_with_positions_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_pipeline(
+        dir.path(),
+        "bad.yaml",
+        "pipeline: bad\nnodes:\n  sensors: { kind: generator }\n  per_sec: { kind: window, inputs: [sensor], size: 1x, aggregates: [count] }\n  out: { kind: tabel, inputs: [per_sec] }\n",
+    );
+    let output = edgeflow().args(["validate", bad.to_str().unwrap()]).output().unwrap();
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(stderr.contains("bad.yaml:4:37: error: node \"per_sec\": unknown input \"sensor\"; did you mean \"sensors\"?"), "{stderr}");
+    assert!(stderr.contains("bad.yaml:4:52:"), "duration error position: {stderr}");
+    assert!(stderr.contains("tabel"), "{stderr}");
+
+    let good = edgeflow().args(["validate", repo("pipelines/quickstart.yaml").to_str().unwrap()]).output().unwrap();
+    assert!(good.status.success(), "{}", text(&good).1);
+}
+
+#[test]
+fn graph_shows_the_cut_with_topic_names_in_every_format() {
+    let quickstart = repo("pipelines/quickstart.yaml");
+    for (format, needle) in [("text", "quickstart.per_sec"), ("dot", "digraph"), ("mermaid", "flowchart")] {
+        let output = edgeflow().args(["graph", quickstart.to_str().unwrap(), "--format", format]).output().unwrap();
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{format}: {stderr}");
+        assert!(stdout.contains(needle), "{format}: {stdout}");
+        assert!(stdout.contains("quickstart.spikes"), "{format}: {stdout}");
+    }
+}
+
+/// A served instance, killed on drop.
+struct Served {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(pipeline: &Path, data_dir: &Path) -> Served {
+    let mut child = edgeflow()
+        .args(["run", pipeline.to_str().unwrap(), "--events", "60000", "--serve", "--listen", "127.0.0.1:0", "--quiet"])
+        .args(["--data-dir", data_dir.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut address = None;
+    let mut finished = false;
+    // Bounded: at most 100 lines and 60 s.
+    for _ in 0..100 {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.split("http://").nth(1) {
+            address = Some(rest.split('/').next().unwrap().to_string());
+        }
+        if line.contains("still serving") {
+            finished = true;
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not come up");
+    }
+    assert!(finished, "pipeline did not finish");
+    std::thread::spawn(move || for _ in lines {});
+    Served { child, address: address.expect("no serving address printed") }
+}
+
+#[test]
+fn sql_client_and_http_endpoint_answer_a_served_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(dir.path(), "small.yaml", SMALL_FLEET);
+    let served = serve(&pipeline, &dir.path().join("data"));
+
+    let output = edgeflow()
+        .args(["sql", "--server", &served.address, "SELECT sensor, sum(count) AS n FROM fleet GROUP BY sensor ORDER BY sensor"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    let expected = "\
++-------------+-------+
+| sensor      | n     |
++-------------+-------+
+| temperature | 30000 |
+| vibration   | 30000 |
++-------------+-------+
+(2 rows)
+";
+    assert_eq!(stdout, expected);
+
+    let bad = edgeflow().args(["sql", "--server", &served.address, "SELECT nope FROM fleet"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(text(&bad).1.contains("nope"), "{}", text(&bad).1);
+
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let base = format!("http://{}", served.address);
+    let mut json = agent.post(&format!("{base}/sql")).send("SELECT count(*) AS windows FROM fleet").unwrap();
+    assert_eq!(json.body_mut().read_to_string().unwrap().trim(), r#"[{"windows":6000}]"#);
+    let mut csv = agent
+        .post(&format!("{base}/sql"))
+        .header("Accept", "text/csv")
+        .send("SELECT count(*) AS windows FROM fleet")
+        .unwrap();
+    assert_eq!(csv.body_mut().read_to_string().unwrap(), "windows\n6000\n");
+    let mut error = agent.post(&format!("{base}/sql")).send("SELEC 1").unwrap();
+    assert_eq!(error.status(), 400);
+    assert!(error.body_mut().read_to_string().unwrap().contains("error"));
+    let mut metrics = agent.get(&format!("{base}/metrics")).call().unwrap();
+    let metrics = metrics.body_mut().read_to_string().unwrap();
+    assert!(
+        metrics.contains(r#"edgeflow_node_events_out_total{kind="generator",node="sensors",placement="edge"} 60000"#),
+        "{metrics}"
+    );
+    let mut health = agent.get(&format!("{base}/health")).call().unwrap();
+    assert!(health.body_mut().read_to_string().unwrap().contains(r#""state":"finished""#));
+}
