@@ -281,3 +281,208 @@ pub fn format_batch(batch: &RecordBatch, format: TextFormat) -> Result<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file_source::{FileSource, FileSourceOptions};
+    use crate::generator::{Generator, GeneratorOptions};
+    use arrow::array::{
+        ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
+    };
+    use edgeflow_operators::schema::{EventSchema, FieldType};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn schema() -> EventSchema {
+        EventSchema::new(vec![
+            ("ts".into(), FieldType::TimestampMs),
+            ("name".into(), FieldType::String),
+            ("n".into(), FieldType::I64),
+            ("x".into(), FieldType::F64),
+            ("b".into(), FieldType::Bool),
+        ])
+    }
+
+    type Row = (Option<i64>, Option<String>, Option<i64>, Option<f64>, Option<bool>);
+
+    fn batch(rows: &[Row]) -> RecordBatch {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(rows.iter().map(|r| r.0).collect::<TimestampMillisecondArray>()),
+            Arc::new(rows.iter().map(|r| r.1.clone()).collect::<StringArray>()),
+            Arc::new(rows.iter().map(|r| r.2).collect::<Int64Array>()),
+            Arc::new(rows.iter().map(|r| r.3).collect::<Float64Array>()),
+            Arc::new(rows.iter().map(|r| r.4).collect::<BooleanArray>()),
+        ];
+        RecordBatch::try_new(schema().to_arrow(), cols).unwrap()
+    }
+
+    fn sample() -> Vec<Row> {
+        vec![
+            (Some(1_767_225_601_000), Some("plain".into()), Some(1), Some(0.1), Some(true)),
+            (Some(-1), Some("a,b \"q\"\nline ü".into()), Some(i64::MIN), Some(1e300), Some(false)),
+            (None, None, None, None, None),
+            (Some(0), Some("{\"json\": 1}".into()), Some(i64::MAX), Some(-2.5e-7), None),
+        ]
+    }
+
+    fn write_file(path: &Path, format: FileFormat, batches: &[RecordBatch]) {
+        let mut sink = FileSink::create(path, format, schema().to_arrow()).unwrap();
+        for b in batches {
+            sink.write(b).unwrap();
+        }
+        sink.finish().unwrap();
+    }
+
+    fn read_back(path: &Path, format: FileFormat, schema: EventSchema) -> RecordBatch {
+        let arrow_schema = schema.to_arrow();
+        let mut batches = Vec::new();
+        if format == FileFormat::Parquet {
+            let file = File::open(path).unwrap();
+            for b in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+                batches.push(b.unwrap());
+            }
+        } else {
+            let mut opts = FileSourceOptions::new(path, format, schema);
+            opts.batch_rows = 3;
+            let mut src = FileSource::open("rt", opts).unwrap();
+            while let Some((b, letters)) = src.next_batch().unwrap() {
+                assert!(letters.is_empty(), "{letters:?}");
+                batches.push(b);
+            }
+        }
+        arrow::compute::concat_batches(&arrow_schema, &batches).unwrap()
+    }
+
+    #[test]
+    fn every_format_round_trips_through_the_file_source_or_parquet_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = sample();
+        let batches = [batch(&rows[..1]), batch(&rows[1..])];
+        let whole = batch(&rows);
+        for format in FileFormat::ALL {
+            let path = dir.path().join(format!("nested/dir/out.{}", format.name()));
+            write_file(&path, format, &batches);
+            assert_eq!(read_back(&path, format, schema()), whole, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn generator_output_round_trips_through_every_format() {
+        let opts = GeneratorOptions {
+            ground_truth: true,
+            anomaly_rate: 0.05,
+            disorder_ms: 20,
+            ..GeneratorOptions::default()
+        };
+        let gen_schema = Generator::schema(&opts);
+        let mut g = Generator::new(opts, 0, 1).unwrap();
+        let b = g.next_batch(500).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for format in FileFormat::ALL {
+            let path = dir.path().join(format!("gen.{}", format.name()));
+            let mut sink = FileSink::create(&path, format, gen_schema.to_arrow()).unwrap();
+            sink.write(&b).unwrap();
+            sink.finish().unwrap();
+            assert_eq!(read_back(&path, format, gen_schema.clone()), b, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn json_lines_use_rfc3339_millis_and_explicit_nulls() {
+        let text = format_batch(&batch(&sample()[..3]), TextFormat::JsonLines).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            r#"{"ts":"2026-01-01T00:00:01.000Z","name":"plain","n":1,"x":0.1,"b":true}"#
+        );
+        assert_eq!(lines[2], r#"{"ts":null,"name":null,"n":null,"x":null,"b":null}"#);
+        let nan = batch(&[(None, None, None, Some(f64::NAN), None)]);
+        assert!(format_batch(&nan, TextFormat::JsonLines).unwrap().contains(r#""x":null"#));
+    }
+
+    #[test]
+    fn table_format_aligns_columns_with_a_header() {
+        let text = format_batch(&batch(&sample()[..1]), TextFormat::Table).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].contains("| ts ") && lines[1].contains("| name "), "{text}");
+        assert!(lines[3].contains("2026-01-01T00:00:01.000Z"), "{text}");
+        assert!(lines.iter().all(|l| l.chars().count() == lines[0].chars().count()));
+    }
+
+    #[test]
+    fn a_csv_sink_without_batches_still_writes_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.csv");
+        write_file(&path, FileFormat::Csv, &[]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "ts,name,n,x,b\n");
+    }
+
+    #[test]
+    fn writing_a_batch_of_another_schema_is_an_internal_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::create(
+            &dir.path().join("o.jsonl"),
+            FileFormat::JsonLines,
+            EventSchema::new(vec![("ts".into(), FieldType::TimestampMs)]).to_arrow(),
+        )
+        .unwrap();
+        let e = sink.write(&batch(&sample())).unwrap_err();
+        assert!(matches!(e, ConnectorError::Internal(_)), "{e}");
+    }
+
+    #[test]
+    fn dead_letters_are_appended_as_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlq/letters.jsonl");
+        let letter = DeadLetter {
+            node: "src".into(),
+            reason: "field \"value\": expected f64, got \"abc\"".into(),
+            raw: "d2,abc".into(),
+            location: "in.csv:3".into(),
+        };
+        for _ in 0..2 {
+            // A second writer appends to the same file.
+            let mut w = DeadLetterWriter::create(&path).unwrap();
+            w.write_at(std::slice::from_ref(&letter), 42).unwrap();
+            w.flush().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[0],
+            serde_json::json!({"node": "src", "reason": letter.reason, "raw": "d2,abc",
+                               "location": "in.csv:3", "at_ms": 42})
+        );
+    }
+
+    fn row_strategy() -> impl Strategy<Value = Row> {
+        (
+            proptest::option::of(-10_000_000_000_000i64..10_000_000_000_000),
+            // CSV cannot tell an empty string from null, so strings are non-empty here.
+            proptest::option::of("[a-zA-Z0-9 ,\"\n\\\\é{}:]{1,12}"),
+            proptest::option::of(any::<i64>()),
+            proptest::option::of(any::<f64>().prop_filter("finite", |x| x.is_finite())),
+            proptest::option::of(any::<bool>()),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn random_rows_round_trip_through_csv_and_json_lines(
+            rows in proptest::collection::vec(row_strategy(), 1..20)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let b = batch(&rows);
+            for format in [FileFormat::Csv, FileFormat::JsonLines] {
+                let path = dir.path().join(format!("p.{}", format.name()));
+                write_file(&path, format, std::slice::from_ref(&b));
+                prop_assert_eq!(read_back(&path, format, schema()), b.clone());
+            }
+        }
+    }
+}

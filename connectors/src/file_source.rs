@@ -556,3 +556,215 @@ fn convert_json<'v>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+
+    fn schema() -> EventSchema {
+        EventSchema::new(vec![
+            ("ts".into(), FieldType::TimestampMs),
+            ("device".into(), FieldType::String),
+            ("value".into(), FieldType::F64),
+            ("count".into(), FieldType::I64),
+            ("ok".into(), FieldType::Bool),
+        ])
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn read_all(node: &str, opts: FileSourceOptions) -> (Vec<RecordBatch>, Vec<DeadLetter>) {
+        let mut src = FileSource::open(node, opts).unwrap();
+        let (mut batches, mut letters) = (Vec::new(), Vec::new());
+        while let Some((b, l)) = src.next_batch().unwrap() {
+            batches.push(b);
+            letters.extend(l);
+        }
+        (batches, letters)
+    }
+
+    fn concat(batches: &[RecordBatch]) -> RecordBatch {
+        arrow::compute::concat_batches(&schema().to_arrow(), batches).unwrap()
+    }
+
+    #[test]
+    fn csv_good_and_bad_lines_mixed() {
+        let dir = tempfile::tempdir().unwrap();
+        // Header in another order than the schema, with an extra column.
+        let text = "\
+device,extra,ts,value,count,ok
+d1,x,1767225600000,1.5,3,true
+d2,x,2026-01-01T00:00:00.250+01:00,abc,3,true
+d3,x,2026-01-01T00:00:01Z,2,1.5,FALSE
+
+d4,x,not-a-time,2,1,true
+d5,x,1767225600000,2,1
+\"d6, \"\"quoted\"\"
+two lines\",x,,,,
+d7,x,1767225600000,1e3,-4,maybe
+d8,x,1767225600000,7,8,false
+";
+        let path = write(&dir, "in.csv", text);
+        let (batches, letters) = read_all("src", FileSourceOptions::new(&path, FileFormat::Csv, schema()));
+        let b = concat(&batches);
+        assert_eq!(b.num_rows(), 3);
+        let device = b.column(1).as_string::<i32>();
+        assert_eq!(device.value(0), "d1");
+        assert_eq!(device.value(1), "d6, \"quoted\"\ntwo lines");
+        assert_eq!(device.value(2), "d8");
+        let ts = b.column(0).as_primitive::<TimestampMillisecondType>();
+        assert_eq!(ts.value(0), 1_767_225_600_000);
+        assert!(ts.is_null(1), "empty CSV field is null");
+        assert_eq!(b.column(2).as_primitive::<Float64Type>().value(0), 1.5);
+        assert_eq!(b.column(3).as_primitive::<Int64Type>().value(2), 8);
+        assert!(!b.column(4).as_boolean().value(2));
+
+        let p = path.display().to_string();
+        let got: Vec<(&str, &str, String)> = letters
+            .iter()
+            .map(|l| (l.reason.as_str(), l.raw.as_str(), l.location.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    r#"field "value": expected f64, got "abc""#,
+                    "d2,x,2026-01-01T00:00:00.250+01:00,abc,3,true",
+                    format!("{p}:3")
+                ),
+                (
+                    r#"field "count": expected i64, got "1.5""#,
+                    "d3,x,2026-01-01T00:00:01Z,2,1.5,FALSE",
+                    format!("{p}:4")
+                ),
+                (
+                    r#"field "ts": expected timestamp_ms, got "not-a-time""#,
+                    "d4,x,not-a-time,2,1,true",
+                    format!("{p}:6")
+                ),
+                ("expected 6 fields, got 5", "d5,x,1767225600000,2,1", format!("{p}:7")),
+                (
+                    r#"field "ok": expected bool, got "maybe""#,
+                    "d7,x,1767225600000,1e3,-4,maybe",
+                    format!("{p}:10")
+                ),
+            ]
+        );
+        assert!(letters.iter().all(|l| l.node == "src"));
+    }
+
+    #[test]
+    fn csv_without_header_matches_columns_by_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "in.csv", "5,a,1.0,2,true\r\n6,b,x,2,true\r\n");
+        let mut opts = FileSourceOptions::new(&path, FileFormat::Csv, schema());
+        opts.has_header = false;
+        let (batches, letters) = read_all("n", opts);
+        let b = concat(&batches);
+        assert_eq!(b.num_rows(), 1);
+        assert_eq!(b.column(0).as_primitive::<TimestampMillisecondType>().value(0), 5);
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].raw, "6,b,x,2,true");
+        assert_eq!(letters[0].location, format!("{}:2", path.display()));
+    }
+
+    #[test]
+    fn json_lines_good_and_bad_lines_mixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"{"ts": 1767225600000, "device": "d1", "value": 1, "count": 2, "ok": true, "extra": [1]}
+{"ts": "2026-01-01T00:00:00.250+01:00", "device": "d2"}
+{"ts": 1767225600000, "device": "d3", "value": "abc"}
+
+not json
+[1, 2]
+{"ts": 1, "count": 1.5}
+{"ts": 1, "device": 7}
+{"ts": 1.5}
+{"ts": 1, "ok": "yes"}
+{"ts": null, "device": "d4", "value": -2.5e-3, "count": -9223372036854775808, "ok": false}
+"#;
+        let path = write(&dir, "in.jsonl", text);
+        let (batches, letters) = read_all(
+            "j",
+            FileSourceOptions::new(&path, FileFormat::JsonLines, schema()),
+        );
+        let b = concat(&batches);
+        assert_eq!(b.num_rows(), 3);
+        let ts = b.column(0).as_primitive::<TimestampMillisecondType>();
+        assert_eq!(ts.value(1), 1_767_225_600_000 - 3_600_000 + 250);
+        assert!(ts.is_null(2));
+        assert!(b.column(2).is_null(1), "missing field is null");
+        assert_eq!(b.column(2).as_primitive::<Float64Type>().value(0), 1.0);
+        assert_eq!(b.column(2).as_primitive::<Float64Type>().value(2), -2.5e-3);
+        assert_eq!(b.column(3).as_primitive::<Int64Type>().value(2), i64::MIN);
+        let reasons: Vec<(&str, &str)> = letters
+            .iter()
+            .map(|l| (l.reason.as_str(), &l.location[l.location.rfind(':').unwrap() + 1..]))
+            .collect();
+        assert_eq!(reasons.len(), 7);
+        assert_eq!(reasons[0], (r#"field "value": expected f64, got "abc""#, "3"));
+        assert!(reasons[1].0.starts_with("invalid JSON: "), "{}", reasons[1].0);
+        assert_eq!(reasons[1].1, "5");
+        assert_eq!(reasons[2], ("expected a JSON object, got \"[1,2]\"", "6"));
+        assert_eq!(reasons[3], (r#"field "count": expected i64, got 1.5"#, "7"));
+        assert_eq!(reasons[4], (r#"field "device": expected string, got 7"#, "8"));
+        assert_eq!(reasons[5], (r#"field "ts": expected timestamp_ms, got 1.5"#, "9"));
+        assert_eq!(reasons[6], (r#"field "ok": expected bool, got "yes""#, "10"));
+        assert_eq!(letters[1].raw, "not json");
+    }
+
+    #[test]
+    fn batches_are_bounded_and_a_batch_of_only_bad_lines_is_still_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for i in 0..10 {
+            text.push_str(&format!("{{\"ts\": {i}}}\n"));
+        }
+        text.push_str("bad\nbad\nbad\n");
+        let path = write(&dir, "in.ndjson", &text);
+        let mut opts = FileSourceOptions::new(&path, FileFormat::JsonLines, schema());
+        opts.batch_rows = 4;
+        let mut src = FileSource::open("n", opts).unwrap();
+        let mut shapes = Vec::new();
+        while let Some((b, l)) = src.next_batch().unwrap() {
+            shapes.push((b.num_rows(), l.len()));
+        }
+        assert_eq!(shapes, vec![(4, 0), (4, 0), (2, 2), (0, 1)]);
+        assert!(src.next_batch().unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_paths_and_options_are_user_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = FileSourceOptions::new(dir.path().join("nope.csv"), FileFormat::Csv, schema());
+        let e = FileSource::open("n", missing).unwrap_err();
+        assert!(e.is_user_error(), "{e}");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let dir_opts = FileSourceOptions::new(dir.path(), FileFormat::Csv, schema());
+        assert!(FileSource::open("n", dir_opts).unwrap_err().is_user_error());
+        let path = write(&dir, "h.csv", "a,b\n1,2\n");
+        let e = FileSource::open("n", FileSourceOptions::new(&path, FileFormat::Csv, schema()))
+            .unwrap_err();
+        assert!(e.is_user_error() && e.to_string().contains("names none"), "{e}");
+        let mut zero = FileSourceOptions::new(&path, FileFormat::JsonLines, schema());
+        zero.batch_rows = 0;
+        assert!(FileSource::open("n", zero).unwrap_err().is_user_error());
+    }
+
+    #[test]
+    fn formats_come_from_extensions_and_names() {
+        assert_eq!(FileFormat::from_path(Path::new("a/b.CSV")), Some(FileFormat::Csv));
+        assert_eq!(FileFormat::from_path(Path::new("b.ndjson")), Some(FileFormat::JsonLines));
+        assert_eq!(FileFormat::from_path(Path::new("b.parquet")), Some(FileFormat::Parquet));
+        assert_eq!(FileFormat::from_path(Path::new("b.txt")), None);
+        for f in FileFormat::ALL {
+            assert_eq!(FileFormat::from_name(f.name()), Some(f));
+        }
+    }
+}

@@ -561,3 +561,339 @@ fn validate(opts: &GeneratorOptions, worker: usize, workers: usize) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, TimestampMillisecondType};
+
+    /// One row as plain values: (ts, device, site, sensor, value bits, anomaly).
+    type Row = (i64, String, String, String, u64, Option<String>);
+
+    fn rows(batch: &RecordBatch) -> Vec<Row> {
+        let ts = batch.column(0).as_primitive::<TimestampMillisecondType>();
+        let s = |i: usize| batch.column(i).as_string::<i32>();
+        let v = batch.column(4).as_primitive::<Float64Type>();
+        let anomaly = (batch.num_columns() > 5).then(|| s(5));
+        (0..batch.num_rows())
+            .map(|r| {
+                (
+                    ts.value(r),
+                    s(1).value(r).to_string(),
+                    s(2).value(r).to_string(),
+                    s(3).value(r).to_string(),
+                    v.value(r).to_bits(),
+                    anomaly.and_then(|a| a.is_valid(r).then(|| a.value(r).to_string())),
+                )
+            })
+            .collect()
+    }
+
+    fn drain(g: &mut Generator, batch_rows: usize) -> Vec<Row> {
+        let mut out = Vec::new();
+        while let Some(b) = g.next_batch(batch_rows) {
+            assert!(b.num_rows() <= batch_rows);
+            out.extend(rows(&b));
+        }
+        out
+    }
+
+    fn busy_options() -> GeneratorOptions {
+        GeneratorOptions {
+            devices: 17,
+            sites: 4,
+            sensors: vec!["vibration".into(), "temperature".into(), "odd".into()],
+            anomaly_rate: 0.01,
+            ground_truth: true,
+            disorder_ms: 40,
+            drift_sites: vec![1],
+            ..GeneratorOptions::default()
+        }
+    }
+
+    #[test]
+    fn one_worker_equals_the_union_of_three_workers() {
+        let total = 5_003;
+        let mut one = Generator::new(busy_options(), 0, 1).unwrap();
+        one.set_limit(total);
+        let one_rows = drain(&mut one, 333);
+        assert_eq!(one_rows.len() as u64, total);
+
+        // The limited run is exactly the prefix of an unlimited run.
+        let mut unlimited = Generator::new(busy_options(), 0, 1).unwrap();
+        let mut prefix = Vec::new();
+        while prefix.len() < total as usize {
+            prefix.extend(rows(&unlimited.next_batch(1000).unwrap()));
+        }
+        prefix.truncate(total as usize);
+        assert_eq!(one_rows, prefix);
+
+        let mut union = Vec::new();
+        for w in 0..3 {
+            let mut g = Generator::new(busy_options(), w, 3).unwrap();
+            g.set_limit(total);
+            let part = drain(&mut g, 101);
+            assert!(part.iter().all(|r| {
+                let d: usize = r.1["dev-".len()..].parse().unwrap();
+                (d - 1) % 3 == w
+            }));
+            union.extend(part);
+        }
+        let mut sorted_one = one_rows;
+        sorted_one.sort();
+        union.sort();
+        assert_eq!(sorted_one, union);
+    }
+
+    #[test]
+    fn same_seed_same_batches_and_another_seed_other_values() {
+        let run = |seed| {
+            let mut g = Generator::new(
+                GeneratorOptions {
+                    seed,
+                    ..busy_options()
+                },
+                0,
+                1,
+            )
+            .unwrap();
+            (0..5).map(|_| g.next_batch(777).unwrap()).collect::<Vec<_>>()
+        };
+        let (a, b, c) = (run(7), run(7), run(8));
+        assert_eq!(a, b);
+        assert_ne!(rows(&a[0]), rows(&c[0]));
+    }
+
+    #[test]
+    fn timestamps_spread_devices_evenly_and_names_follow_the_convention() {
+        // 100 devices at 10/s: one device every millisecond.
+        let opts = GeneratorOptions {
+            sensors: vec!["vibration".into()],
+            anomaly_rate: 0.0,
+            ..GeneratorOptions::default()
+        };
+        let start = opts.start_ms;
+        let mut g = Generator::new(opts, 0, 1).unwrap();
+        let r = rows(&g.next_batch(250).unwrap());
+        for (i, row) in r.iter().enumerate() {
+            assert_eq!(row.0, start + i as i64);
+        }
+        assert_eq!((r[0].1.as_str(), r[0].2.as_str()), ("dev-0001", "site-01"));
+        assert_eq!((r[12].1.as_str(), r[12].2.as_str()), ("dev-0013", "site-03"));
+        assert_eq!(r[100].1, "dev-0001");
+        assert_eq!(g.next_event_time(), start + 250);
+    }
+
+    #[test]
+    fn values_sit_around_each_sensors_level() {
+        let mut g = Generator::new(
+            GeneratorOptions {
+                anomaly_rate: 0.0,
+                ..GeneratorOptions::default()
+            },
+            0,
+            1,
+        )
+        .unwrap();
+        let r = drain_n(&mut g, 20_000);
+        for (sensor, lo, hi) in [("vibration", 0.6, 1.4), ("temperature", 50.0, 70.0)] {
+            let v: Vec<f64> = r
+                .iter()
+                .filter(|x| x.3 == sensor)
+                .map(|x| f64::from_bits(x.4))
+                .collect();
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            assert!(mean > lo && mean < hi, "{sensor} mean {mean}");
+            assert!(v.iter().all(|x| x.is_finite()));
+        }
+    }
+
+    fn drain_n(g: &mut Generator, n: usize) -> Vec<Row> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            out.extend(rows(&g.next_batch(4096).unwrap()));
+        }
+        out
+    }
+
+    #[test]
+    fn anomalies_of_each_shape_appear_with_ground_truth() {
+        let sigma = 0.05; // vibration noise
+        let mut g = Generator::new(
+            GeneratorOptions {
+                devices: 20,
+                sensors: vec!["vibration".into()],
+                anomaly_rate: 0.002,
+                ground_truth: true,
+                ..GeneratorOptions::default()
+            },
+            0,
+            1,
+        )
+        .unwrap();
+        let r = drain_n(&mut g, 400_000);
+        let mut seen = std::collections::HashMap::new();
+        for dev in 1..=20 {
+            let name = format!("dev-{dev:04}");
+            let ch: Vec<&Row> = r.iter().filter(|x| x.1 == name).collect();
+            let v = |i: usize| f64::from_bits(ch[i].4);
+            let label = |i: usize| ch[i].5.as_deref();
+            let mut i = 1;
+            while i < ch.len() {
+                let Some(shape) = label(i) else {
+                    i += 1;
+                    continue;
+                };
+                let start = i;
+                while i < ch.len() && label(i) == Some(shape) {
+                    i += 1;
+                }
+                let len = i - start;
+                *seen.entry(shape.to_string()).or_insert(0) += 1;
+                let before = v(start - 1);
+                match shape {
+                    "spike" => {
+                        // Two episodes of one shape may follow each other (rarely).
+                        assert!(len <= 3, "spike of {len} readings");
+                        assert!(v(start) - before > 3.0 * sigma, "spike too small");
+                    }
+                    "stuck" => {
+                        assert!((100..=2000).contains(&len) || i == ch.len());
+                        assert!((start..i).all(|j| v(j) == before), "stuck value moved");
+                    }
+                    "level_shift" => {
+                        assert!((200..=4000).contains(&len) || i == ch.len());
+                        let mean = (start..i).map(v).sum::<f64>() / len as f64;
+                        assert!(mean - before > 2.0 * sigma, "level shift too small");
+                    }
+                    "drift" => {
+                        assert!((200..=4000).contains(&len) || i == ch.len());
+                        if i < ch.len() {
+                            assert!(v(i - 1) - before > 4.0 * sigma, "drift too small");
+                        }
+                    }
+                    other => panic!("unknown shape {other}"),
+                }
+            }
+        }
+        for shape in AnomalyShape::ALL {
+            assert!(seen.get(shape.name()).copied().unwrap_or(0) > 0, "no {shape:?}: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn no_anomalies_when_the_rate_is_zero() {
+        let mut g = Generator::new(
+            GeneratorOptions {
+                anomaly_rate: 0.0,
+                ground_truth: true,
+                ..GeneratorOptions::default()
+            },
+            0,
+            1,
+        )
+        .unwrap();
+        assert!(drain_n(&mut g, 50_000).iter().all(|r| r.5.is_none()));
+    }
+
+    #[test]
+    fn every_row_respects_the_watermark_observed_before_it() {
+        for workers in [1, 2] {
+            let mut g = Generator::new(
+                GeneratorOptions {
+                    disorder_ms: 250,
+                    devices: 7,
+                    rate_per_device: 3.0,
+                    ..busy_options()
+                },
+                workers - 1,
+                workers,
+            )
+            .unwrap();
+            g.set_limit(20_000);
+            let mut watermarks: Vec<i64> = Vec::new();
+            let mut min_later = i64::MAX;
+            let mut batches = Vec::new();
+            loop {
+                let wm = g.watermark();
+                assert!(wm >= watermarks.last().copied().unwrap_or(i64::MIN));
+                assert!(wm <= g.next_event_time());
+                watermarks.push(wm);
+                match g.next_batch(97) {
+                    Some(b) => batches.push(rows(&b)),
+                    None => break,
+                }
+            }
+            assert_eq!(watermarks.last(), Some(&i64::MAX));
+            // Walk backwards: every row of batch i and later has ts >= watermark before batch i.
+            let mut jittered = 0;
+            for (i, batch) in batches.iter().enumerate().rev() {
+                for r in batch {
+                    min_later = min_later.min(r.0);
+                }
+                assert!(min_later >= watermarks[i], "batch {i}");
+                jittered += batch.windows(2).filter(|w| w[1].0 < w[0].0).count();
+            }
+            assert!(jittered > 0, "disorder_ms had no effect");
+        }
+    }
+
+    #[test]
+    fn bad_options_are_user_errors_and_an_empty_share_is_exhausted() {
+        let bad = [
+            GeneratorOptions {
+                devices: 0,
+                ..Default::default()
+            },
+            GeneratorOptions {
+                rate_per_device: 0.0,
+                ..Default::default()
+            },
+            GeneratorOptions {
+                sensors: vec![],
+                ..Default::default()
+            },
+            GeneratorOptions {
+                anomaly_shapes: vec![],
+                ..Default::default()
+            },
+            GeneratorOptions {
+                disorder_ms: -1,
+                ..Default::default()
+            },
+        ];
+        for opts in bad {
+            let e = Generator::new(opts, 0, 1).unwrap_err();
+            assert!(e.is_user_error(), "{e}");
+        }
+        assert!(Generator::new(GeneratorOptions::default(), 2, 2).is_err());
+        let mut g = Generator::new(
+            GeneratorOptions {
+                devices: 2,
+                ..Default::default()
+            },
+            2,
+            3,
+        )
+        .unwrap();
+        assert!(g.next_batch(10).is_none());
+        assert_eq!(g.watermark(), i64::MAX);
+    }
+
+    #[test]
+    fn schema_lists_the_ground_truth_column_only_when_asked() {
+        let mut opts = GeneratorOptions::default();
+        assert_eq!(
+            Generator::schema(&opts).to_string(),
+            "{ ts: timestamp_ms, device: string, site: string, sensor: string, value: f64 }"
+        );
+        opts.ground_truth = true;
+        assert_eq!(
+            Generator::schema(&opts).field_type("anomaly"),
+            Some(FieldType::String)
+        );
+        let mut g = Generator::new(opts.clone(), 0, 1).unwrap();
+        assert_eq!(g.next_batch(3).unwrap().schema(), Generator::schema(&opts).to_arrow());
+    }
+}

@@ -1,0 +1,712 @@
+//! The plan: a validated spec turned into a typed graph in topological order, each node placed
+//! at the edge or in the cloud, with the edge -> cloud cut as named topics. Pure data: it can be
+//! printed ([`Plan::render_text`], dot, mermaid) and tested without running anything.
+
+mod render;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use edgeflow_operators::expr::{CompiledFilter, CompiledMap};
+use edgeflow_operators::schema::{EventSchema, FieldType};
+use edgeflow_operators::OperatorError;
+
+use crate::spec::{self, did_you_mean, Diagnostics, NodeSpec, PipelineSpec, Pos, Reporter};
+pub use crate::spec::{
+    AggregateSetting, DetectMethod, DetectSettings, FileFormatName, FileSourceSettings,
+    GeneratorSettings, Operator, Placement, Port, SinkFormat, StreamRef, WindowSettings,
+};
+
+/// A compiled pipeline.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The pipeline name.
+    pub pipeline: String,
+    /// The nodes, in topological order (file order among independent nodes).
+    pub nodes: Vec<PlanNode>,
+    /// Streams crossing from the edge to the cloud, in topological order of their producer.
+    pub topics: Vec<CutTopic>,
+}
+
+/// One node of the plan.
+#[derive(Clone, Debug)]
+pub struct PlanNode {
+    /// The node id.
+    pub id: String,
+    /// The YAML kind name.
+    pub kind: &'static str,
+    /// Where it runs.
+    pub placement: Placement,
+    /// The streams it reads.
+    pub inputs: Vec<StreamRef>,
+    /// Its validated settings.
+    pub operator: Operator,
+    /// Main output schema (for sinks: their input's schema).
+    pub schema: EventSchema,
+    /// Event-time field of the main output; `None` for sinks.
+    pub time_field: Option<String>,
+}
+
+impl PlanNode {
+    /// Whether the node has no output stream.
+    pub fn is_sink(&self) -> bool {
+        matches!(
+            self.operator,
+            Operator::Table { .. } | Operator::FileSink { .. } | Operator::Stdout { .. }
+        )
+    }
+}
+
+/// A stream produced at the edge and read in the cloud: one topic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CutTopic {
+    /// `<pipeline>.<node>` or `<pipeline>.<node>.late`.
+    pub name: String,
+    /// The stream carried.
+    pub stream: StreamRef,
+    /// Its schema.
+    pub schema: EventSchema,
+    /// Its event-time field.
+    pub time_field: String,
+    /// The cloud nodes reading it.
+    pub consumers: Vec<String>,
+}
+
+impl Plan {
+    /// The node with this id.
+    pub fn node(&self, id: &str) -> Option<&PlanNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The schema and time field of a stream, if it exists and carries events.
+    pub fn stream(&self, stream: &StreamRef) -> Option<(&EventSchema, &str)> {
+        let node = self.node(&stream.node)?;
+        match (stream.port, &node.operator, &node.time_field) {
+            (Port::Main, _, Some(tf)) => Some((&node.schema, tf)),
+            (Port::Late, Operator::Window(w), _) => {
+                let input = node.inputs.first()?;
+                let (schema, _) = self.stream(input)?;
+                Some((schema, &w.time_field))
+            }
+            _ => None,
+        }
+    }
+
+    /// The topic a stream is published on, if it crosses the cut.
+    pub fn topic(&self, stream: &StreamRef) -> Option<&CutTopic> {
+        self.topics.iter().find(|t| t.stream == *stream)
+    }
+}
+
+/// Loads the pipeline file at `path` and compiles it.
+pub fn load_plan(path: &Path) -> Result<Plan, Diagnostics> {
+    compile(&spec::load(path)?)
+}
+
+/// The topic name of a stream.
+pub fn topic_name(pipeline: &str, stream: &StreamRef) -> String {
+    format!("{pipeline}.{stream}")
+}
+
+/// The placement a kind gets when none is written and its inputs are at `inputs`.
+pub fn default_placement(op: &Operator, inputs: impl IntoIterator<Item = Placement>) -> Placement {
+    match op {
+        Operator::Generator(_) | Operator::FileSource(_) | Operator::Detect(_) | Operator::Window(_) => {
+            Placement::Edge
+        }
+        Operator::Table { .. } => Placement::Cloud,
+        Operator::Filter { .. } | Operator::Map { .. } | Operator::FileSink { .. } | Operator::Stdout { .. } => {
+            if inputs.into_iter().any(|p| p == Placement::Cloud) {
+                Placement::Cloud
+            } else {
+                Placement::Edge
+            }
+        }
+    }
+}
+
+/// What the planner knows about a stream.
+#[derive(Clone)]
+struct StreamInfo {
+    schema: EventSchema,
+    time_field: String,
+}
+
+/// Checks the graph, schemas, expressions and placements of `spec` and builds the plan.
+pub fn compile(spec: &PipelineSpec) -> Result<Plan, Diagnostics> {
+    let mut r = Reporter::new(&spec.file);
+    let index: HashMap<&str, usize> = spec
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+
+    // 1. Resolve inputs.
+    let mut inputs: Vec<Vec<(StreamRef, Pos, usize)>> = Vec::with_capacity(spec.nodes.len());
+    let mut broken = vec![false; spec.nodes.len()];
+    for (i, node) in spec.nodes.iter().enumerate() {
+        let mut resolved = Vec::new();
+        for (stream, pos) in &node.inputs {
+            match index.get(stream.node.as_str()) {
+                None => {
+                    broken[i] = true;
+                    unknown_input(&mut r, spec, node, stream, *pos);
+                }
+                Some(&j) => {
+                    let producer = &spec.nodes[j];
+                    let is_sink = matches!(
+                        producer.operator,
+                        Operator::Table { .. } | Operator::FileSink { .. } | Operator::Stdout { .. }
+                    );
+                    if is_sink {
+                        broken[i] = true;
+                        r.error(
+                            *pos,
+                            format!(
+                                "node \"{}\": input \"{stream}\" is a {} sink, which has no output",
+                                node.id, producer.kind
+                            ),
+                            None,
+                        );
+                    } else if stream.port == Port::Late
+                        && !matches!(producer.operator, Operator::Window(_))
+                    {
+                        broken[i] = true;
+                        r.error(
+                            *pos,
+                            format!(
+                                "node \"{}\": input \"{stream}\": only window nodes have a late output, \"{}\" is a {}",
+                                node.id, producer.id, producer.kind
+                            ),
+                            Some(format!("read \"{}\" instead", producer.id)),
+                        );
+                    } else {
+                        resolved.push((stream.clone(), *pos, j));
+                    }
+                }
+            }
+        }
+        inputs.push(resolved);
+    }
+
+    // 2. Order the graph; report cycles.
+    let order = topological_order(&mut r, spec, &inputs, &mut broken);
+
+    // 3. Schemas, time fields, expressions, placement, in order.
+    let mut streams: HashMap<StreamRef, StreamInfo> = HashMap::new();
+    let mut placements: Vec<Option<Placement>> = vec![None; spec.nodes.len()];
+    let mut nodes = Vec::new();
+    for &i in &order {
+        let node = &spec.nodes[i];
+        let ins = &inputs[i];
+        if broken[i] || ins.iter().any(|(s, _, _)| !streams.contains_key(s)) {
+            continue;
+        }
+        let input_placements: Vec<Placement> =
+            ins.iter().filter_map(|(_, _, j)| placements[*j]).collect();
+        let placement = node
+            .placement
+            .unwrap_or_else(|| default_placement(&node.operator, input_placements.iter().copied()));
+        placements[i] = Some(placement);
+        if placement == Placement::Edge {
+            for (stream, pos, j) in ins {
+                if placements[*j] == Some(Placement::Cloud) {
+                    r.error(
+                        *pos,
+                        format!(
+                            "node \"{}\" runs at the edge but reads \"{stream}\", which runs in the cloud",
+                            node.id
+                        ),
+                        Some(format!(
+                            "only control arcs may flow cloud -> edge; place \"{}\" in the cloud or \"{}\" at the edge",
+                            node.id, spec.nodes[*j].id
+                        )),
+                    );
+                }
+            }
+        }
+
+        let input = match common_input(&mut r, node, ins, &streams) {
+            Some(x) => x,
+            None if ins.is_empty() => StreamInfo {
+                schema: EventSchema::default(),
+                time_field: String::new(),
+            },
+            None => continue,
+        };
+        let Some((operator, output, late)) = type_node(&mut r, node, &input) else {
+            continue;
+        };
+        let time_field = output.as_ref().map(|o| o.time_field.clone());
+        let schema = match &output {
+            Some(o) => o.schema.clone(),
+            None => input.schema.clone(),
+        };
+        if let Some(o) = output {
+            streams.insert(StreamRef::main(&node.id), o);
+        }
+        if let Some(l) = late {
+            streams.insert(
+                StreamRef {
+                    node: node.id.clone(),
+                    port: Port::Late,
+                },
+                l,
+            );
+        }
+        nodes.push(PlanNode {
+            id: node.id.clone(),
+            kind: node.kind,
+            placement,
+            inputs: ins.iter().map(|(s, _, _)| s.clone()).collect(),
+            operator,
+            schema,
+            time_field,
+        });
+    }
+
+    if !r.is_empty() {
+        return Err(r.finish());
+    }
+
+    // 4. The cut.
+    let mut topics: Vec<CutTopic> = Vec::new();
+    let placement_of: HashMap<&str, Placement> =
+        nodes.iter().map(|n| (n.id.as_str(), n.placement)).collect();
+    for consumer in &nodes {
+        for stream in &consumer.inputs {
+            let producer = placement_of.get(stream.node.as_str()).copied();
+            if producer == Some(Placement::Edge) && consumer.placement == Placement::Cloud {
+                match topics.iter_mut().find(|t| t.stream == *stream) {
+                    Some(t) => t.consumers.push(consumer.id.clone()),
+                    None => {
+                        // Every resolved stream has an entry (checked while typing nodes).
+                        let Some(info) = streams.get(stream) else {
+                            continue;
+                        };
+                        topics.push(CutTopic {
+                            name: topic_name(&spec.pipeline, stream),
+                            stream: stream.clone(),
+                            schema: info.schema.clone(),
+                            time_field: info.time_field.clone(),
+                            consumers: vec![consumer.id.clone()],
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let position: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    topics.sort_by_key(|t| (position.get(t.stream.node.as_str()).copied(), t.stream.port));
+
+    Ok(Plan {
+        pipeline: spec.pipeline.clone(),
+        nodes,
+        topics,
+    })
+}
+
+fn unknown_input(r: &mut Reporter, spec: &PipelineSpec, node: &NodeSpec, stream: &StreamRef, pos: Pos) {
+    let ids = spec.nodes.iter().map(|n| n.id.as_str()).filter(|id| *id != node.id);
+    match did_you_mean(&stream.node, ids) {
+        Some(m) => {
+            let suggestion = StreamRef {
+                node: m.to_owned(),
+                port: stream.port,
+            };
+            r.error(
+                pos,
+                format!(
+                    "node \"{}\": unknown input \"{stream}\"; did you mean \"{suggestion}\"?",
+                    node.id
+                ),
+                None,
+            );
+        }
+        None => {
+            let ids: Vec<&str> = spec.nodes.iter().map(|n| n.id.as_str()).collect();
+            r.error(
+                pos,
+                format!("node \"{}\": unknown input \"{stream}\"", node.id),
+                Some(format!("nodes are: {}", ids.join(", "))),
+            );
+        }
+    }
+}
+
+/// Kahn's algorithm, taking the earliest node in file order among the ready ones. Nodes left
+/// over sit on or behind a cycle; each cycle is reported once.
+fn topological_order(
+    r: &mut Reporter,
+    spec: &PipelineSpec,
+    inputs: &[Vec<(StreamRef, Pos, usize)>],
+    broken: &mut [bool],
+) -> Vec<usize> {
+    let n = spec.nodes.len();
+    let mut indegree: Vec<usize> = inputs
+        .iter()
+        .map(|ins| ins.iter().map(|(_, _, j)| *j).collect::<HashSet<_>>().len())
+        .collect();
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, ins) in inputs.iter().enumerate() {
+        for j in ins.iter().map(|(_, _, j)| *j).collect::<HashSet<_>>() {
+            consumers[j].push(i);
+        }
+    }
+    let mut done = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = (0..n).find(|&i| !done[i] && indegree[i] == 0) {
+        done[i] = true;
+        order.push(i);
+        for &c in &consumers[i] {
+            indegree[c] -= 1;
+        }
+    }
+    let mut reported: HashSet<usize> = HashSet::new();
+    for start in 0..n {
+        if done[start] {
+            continue;
+        }
+        broken[start] = true;
+        // Walk up remaining inputs until a node repeats: that closes a cycle.
+        let mut path = vec![start];
+        let cycle = loop {
+            let cur = path[path.len() - 1];
+            let Some(next) = inputs[cur].iter().map(|(_, _, j)| *j).find(|j| !done[*j]) else {
+                break None;
+            };
+            if let Some(at) = path.iter().position(|p| *p == next) {
+                break Some(path[at..].to_vec());
+            }
+            path.push(next);
+        };
+        let Some(mut cycle) = cycle else { continue };
+        if cycle.iter().any(|c| reported.contains(c)) {
+            continue;
+        }
+        reported.extend(cycle.iter().copied());
+        // Data flows from an input to its reader: reverse the walk, start at the first node
+        // in file order.
+        cycle.reverse();
+        let first = cycle
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, i)| **i)
+            .map_or(0, |(k, _)| k);
+        cycle.rotate_left(first);
+        let names: Vec<&str> = cycle
+            .iter()
+            .chain(cycle.first())
+            .map(|&i| spec.nodes[i].id.as_str())
+            .collect();
+        let head = &spec.nodes[cycle[0]];
+        r.error(
+            head.pos,
+            format!("node \"{}\": cycle: {}", head.id, names.join(" -> ")),
+            Some("a pipeline must be acyclic; only control arcs (cloud -> edge) may loop back".into()),
+        );
+    }
+    order
+}
+
+/// The schema and time field shared by all inputs of `node`.
+fn common_input(
+    r: &mut Reporter,
+    node: &NodeSpec,
+    ins: &[(StreamRef, Pos, usize)],
+    streams: &HashMap<StreamRef, StreamInfo>,
+) -> Option<StreamInfo> {
+    let (first_ref, _, _) = ins.first()?;
+    let first = streams.get(first_ref)?.clone();
+    let mut ok = true;
+    for (stream, pos, _) in &ins[1..] {
+        let info = streams.get(stream)?;
+        if info.schema != first.schema {
+            ok = false;
+            r.error(
+                *pos,
+                format!(
+                    "node \"{}\": input \"{stream}\" has schema {}, but input \"{first_ref}\" has {}",
+                    node.id, info.schema, first.schema
+                ),
+                Some("all inputs of a node must have the same schema; add a map to align them".into()),
+            );
+        } else if info.time_field != first.time_field {
+            ok = false;
+            r.error(
+                *pos,
+                format!(
+                    "node \"{}\": input \"{stream}\" has time field \"{}\", but input \"{first_ref}\" has \"{}\"",
+                    node.id, info.time_field, first.time_field
+                ),
+                None,
+            );
+        }
+    }
+    ok.then_some(first)
+}
+
+fn field_hint(name: &str, schema: &EventSchema) -> String {
+    match did_you_mean(name, schema.names()) {
+        Some(m) => format!("did you mean \"{m}\"?"),
+        None => format!(
+            "the input's fields are: {}",
+            schema.names().collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+fn user_message(err: OperatorError) -> String {
+    match err {
+        OperatorError::User(m) => m,
+        OperatorError::DataFusion(e) => edgeflow_operators::expr::datafusion_message(&e),
+        other => other.to_string(),
+    }
+}
+
+type Typed = (Operator, Option<StreamInfo>, Option<StreamInfo>);
+
+/// Types one node against its input: returns its operator (window time field filled in), its
+/// main output (`None` for sinks) and its late output.
+fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Typed> {
+    let id = &node.id;
+    let schema = &input.schema;
+    let same = || StreamInfo {
+        schema: input.schema.clone(),
+        time_field: input.time_field.clone(),
+    };
+    let mut ok = true;
+    let mut check_field = |r: &mut Reporter, path: &str, setting: &str, name: &str| -> Option<FieldType> {
+        let t = schema.field_type(name);
+        if t.is_none() {
+            ok = false;
+            r.error(
+                node.pos_of(path),
+                format!("node \"{id}\": field \"{setting}\": the input has no field \"{name}\""),
+                Some(field_hint(name, schema)),
+            );
+        }
+        t
+    };
+    let result = match &node.operator {
+        Operator::Generator(g) => (
+            node.operator.clone(),
+            Some(StreamInfo {
+                schema: g.schema(),
+                time_field: "ts".to_owned(),
+            }),
+            None,
+        ),
+        Operator::FileSource(f) => (
+            node.operator.clone(),
+            Some(StreamInfo {
+                schema: f.schema.clone(),
+                time_field: f.time_field.clone(),
+            }),
+            None,
+        ),
+        Operator::Filter { predicate } => {
+            if let Err(e) = CompiledFilter::new(schema, predicate) {
+                r.error(
+                    node.pos_of("where"),
+                    format!("node \"{id}\": field \"where\": {}", user_message(e)),
+                    None,
+                );
+                return None;
+            }
+            (node.operator.clone(), Some(same()), None)
+        }
+        Operator::Map { fields, drop } => {
+            let mut fields_ok = true;
+            for (name, sql) in fields {
+                if let Err(e) = CompiledMap::new(schema, &[(name.clone(), sql.clone())], &[]) {
+                    fields_ok = false;
+                    let msg = user_message(e);
+                    let msg = msg
+                        .strip_prefix(&format!("field \"{name}\": "))
+                        .unwrap_or(&msg)
+                        .to_owned();
+                    r.error(
+                        node.pos_of(&format!("fields.{name}")),
+                        format!("node \"{id}\": field \"fields.{name}\": {msg}"),
+                        None,
+                    );
+                }
+            }
+            for (i, d) in drop.iter().enumerate() {
+                if schema.field_type(d).is_none() && !fields.iter().any(|(n, _)| n == d) {
+                    fields_ok = false;
+                    r.error(
+                        node.pos_of(&format!("drop[{i}]")),
+                        format!("node \"{id}\": field \"drop\": the input has no field \"{d}\""),
+                        Some(field_hint(d, schema)),
+                    );
+                } else if d == &input.time_field {
+                    fields_ok = false;
+                    r.error(
+                        node.pos_of(&format!("drop[{i}]")),
+                        format!("node \"{id}\": field \"drop\": cannot drop the time field \"{d}\""),
+                        Some("the event-time field must survive a map".into()),
+                    );
+                }
+            }
+            if !fields_ok {
+                return None;
+            }
+            let out = match CompiledMap::new(schema, fields, drop) {
+                Ok(m) => m.output_schema().clone(),
+                Err(e) => {
+                    r.error(
+                        node.pos_of("fields"),
+                        format!("node \"{id}\": {}", user_message(e)),
+                        None,
+                    );
+                    return None;
+                }
+            };
+            match out.field_type(&input.time_field) {
+                Some(FieldType::TimestampMs) => {}
+                other => {
+                    let path = format!("fields.{}", input.time_field);
+                    r.error(
+                        node.pos_of(&path),
+                        format!(
+                            "node \"{id}\": the time field \"{}\" must stay timestamp_ms, but the map makes it {}",
+                            input.time_field,
+                            other.map_or("absent".to_owned(), |t| t.to_string())
+                        ),
+                        Some("compute the new value under another name".into()),
+                    );
+                    return None;
+                }
+            }
+            (
+                node.operator.clone(),
+                Some(StreamInfo {
+                    schema: out,
+                    time_field: input.time_field.clone(),
+                }),
+                None,
+            )
+        }
+        Operator::Window(w) => {
+            let mut w = w.clone();
+            if w.time_field.is_empty() {
+                w.time_field = input.time_field.clone();
+            } else {
+                match check_field(r, "time_field", "time_field", &w.time_field) {
+                    Some(FieldType::TimestampMs) | None => {}
+                    Some(t) => {
+                        ok = false;
+                        r.error(
+                            node.pos_of("time_field"),
+                            format!("node \"{id}\": field \"time_field\": \"{}\" has type {t}, not timestamp_ms", w.time_field),
+                            None,
+                        );
+                    }
+                }
+            }
+            let mut fields = vec![
+                ("window_start".to_owned(), FieldType::TimestampMs),
+                ("window_end".to_owned(), FieldType::TimestampMs),
+            ];
+            for (i, k) in w.key.iter().enumerate() {
+                if let Some(t) = check_field(r, &format!("key[{i}]"), "key", k) {
+                    fields.push((k.clone(), t));
+                }
+            }
+            for (i, a) in w.aggregates.iter().enumerate() {
+                let path = format!("aggregates[{i}]");
+                let Some(t) = check_field(r, &path, "aggregates", &a.field) else {
+                    continue;
+                };
+                let out_type = match a.func.as_str() {
+                    "count" => FieldType::I64,
+                    _ if !t.is_numeric() => {
+                        ok = false;
+                        r.error(
+                            node.pos_of(&path),
+                            format!(
+                                "node \"{id}\": field \"aggregates\": {} needs an i64 or f64 field, but \"{}\" is {t}",
+                                a.func, a.field
+                            ),
+                            None,
+                        );
+                        continue;
+                    }
+                    "sum" | "min" | "max" | "first" | "last" => t,
+                    _ => FieldType::F64,
+                };
+                if fields.iter().any(|(n, _)| *n == a.output) {
+                    ok = false;
+                    r.error(
+                        node.pos_of(&path),
+                        format!("node \"{id}\": field \"aggregates\": output column \"{}\" clashes with another column", a.output),
+                        None,
+                    );
+                    continue;
+                }
+                fields.push((a.output.clone(), out_type));
+            }
+            (
+                Operator::Window(w.clone()),
+                Some(StreamInfo {
+                    schema: EventSchema::new(fields),
+                    time_field: "window_start".to_owned(),
+                }),
+                Some(StreamInfo {
+                    schema: input.schema.clone(),
+                    time_field: w.time_field.clone(),
+                }),
+            )
+        }
+        Operator::Detect(d) => {
+            for (i, k) in d.key.iter().enumerate() {
+                check_field(r, &format!("key[{i}]"), "key", k);
+            }
+            match check_field(r, "value", "value", &d.value) {
+                Some(t) if !t.is_numeric() => {
+                    ok = false;
+                    r.error(
+                        node.pos_of("value"),
+                        format!("node \"{id}\": field \"value\": \"{}\" is {t}, but a detector needs i64 or f64", d.value),
+                        None,
+                    );
+                }
+                _ => {}
+            }
+            let mut fields = schema.fields().to_vec();
+            for (name, t) in [("score", FieldType::F64), ("reason", FieldType::String)] {
+                if schema.field_type(name).is_some() {
+                    ok = false;
+                    r.error(
+                        node.pos,
+                        format!("node \"{id}\": the input already has a field \"{name}\", which a detector adds"),
+                        Some("rename it with a map first".into()),
+                    );
+                }
+                fields.push((name.to_owned(), t));
+            }
+            (
+                node.operator.clone(),
+                Some(StreamInfo {
+                    schema: EventSchema::new(fields),
+                    time_field: input.time_field.clone(),
+                }),
+                None,
+            )
+        }
+        Operator::Table { .. } | Operator::FileSink { .. } | Operator::Stdout { .. } => {
+            (node.operator.clone(), None, None)
+        }
+    };
+    ok.then_some(result)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,257 @@
+//! Printing a plan: human text (`edgeflow graph`, golden tests), graphviz dot and mermaid.
+
+use std::fmt::Write as _;
+
+use super::{DetectMethod, Operator, Placement, Plan, PlanNode, Port, SinkFormat, StreamRef};
+use crate::spec::FileFormatName;
+
+/// A duration in the largest unit that divides it exactly, as the spec language writes it.
+fn duration(ms: i64) -> String {
+    for (unit, factor) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms != 0 && ms % factor == 0 {
+            return format!("{}{unit}", ms / factor);
+        }
+    }
+    format!("{ms}ms")
+}
+
+fn list(items: &[String]) -> String {
+    format!("[{}]", items.join(", "))
+}
+
+/// One line summarising a node's settings.
+fn settings(op: &Operator) -> String {
+    match op {
+        Operator::Generator(g) => format!(
+            "seed={} devices={} sites={} sensors={} rate_per_device={}/s start_ms={} anomaly_rate={} anomaly_shapes={} ground_truth={} disorder={}",
+            g.seed,
+            g.devices,
+            g.sites,
+            list(&g.sensors),
+            g.rate_per_device,
+            g.start_ms,
+            g.anomaly_rate,
+            list(&g.anomaly_shapes),
+            g.ground_truth,
+            duration(g.disorder_ms)
+        ),
+        Operator::FileSource(f) => format!(
+            "path={} format={} header={} time_field={} disorder={}",
+            f.path.display(),
+            match f.format {
+                FileFormatName::Csv => "csv",
+                FileFormatName::JsonLines => "jsonl",
+            },
+            f.header,
+            f.time_field,
+            duration(f.disorder_ms)
+        ),
+        Operator::Filter { predicate } => format!("where {predicate}"),
+        Operator::Map { fields, drop } => {
+            let mut s = fields
+                .iter()
+                .map(|(n, e)| format!("{n} = {e}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            if !drop.is_empty() {
+                let _ = write!(s, "; drop {}", list(drop));
+            }
+            s
+        }
+        Operator::Window(w) => {
+            let shape = if w.slide_ms == w.size_ms {
+                format!("tumbling {}", duration(w.size_ms))
+            } else {
+                format!("hopping {} every {}", duration(w.size_ms), duration(w.slide_ms))
+            };
+            let aggs: Vec<String> = w
+                .aggregates
+                .iter()
+                .map(|a| format!("{}({}) as {}", a.func, a.field, a.output))
+                .collect();
+            format!(
+                "{shape} on {} key={} aggregates={} allowed_lateness={}",
+                w.time_field,
+                list(&w.key),
+                list(&aggs),
+                duration(w.allowed_lateness_ms)
+            )
+        }
+        Operator::Detect(d) => {
+            let method = match &d.method {
+                DetectMethod::Threshold { min, max } => format!(
+                    "threshold min={} max={}",
+                    min.map_or("-".to_owned(), |v| v.to_string()),
+                    max.map_or("-".to_owned(), |v| v.to_string())
+                ),
+                DetectMethod::ZScore {
+                    threshold,
+                    min_samples,
+                } => format!("zscore threshold={threshold} min_samples={min_samples}"),
+            };
+            format!(
+                "{method} value={} key={} emit={}",
+                d.value,
+                list(&d.key),
+                if d.emit_all { "all" } else { "exceptions" }
+            )
+        }
+        Operator::Table { name } => format!("name={name}"),
+        Operator::FileSink { path, format } => format!(
+            "path={} format={}",
+            path.display(),
+            match format {
+                SinkFormat::Csv => "csv",
+                SinkFormat::JsonLines => "jsonl",
+                SinkFormat::Parquet => "parquet",
+            }
+        ),
+        Operator::Stdout { table_format } => {
+            format!("format={}", if *table_format { "table" } else { "jsonl" })
+        }
+    }
+}
+
+fn inputs(node: &PlanNode) -> String {
+    node.inputs
+        .iter()
+        .map(StreamRef::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The label of an arc: the topic name when it crosses the cut, "late" for late streams.
+fn arc_label(plan: &Plan, stream: &StreamRef, consumer: &PlanNode) -> Option<String> {
+    let producer = plan.node(&stream.node)?;
+    if producer.placement == Placement::Edge && consumer.placement == Placement::Cloud {
+        return plan.topic(stream).map(|t| t.name.clone());
+    }
+    (stream.port == Port::Late).then(|| "late".to_owned())
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+impl Plan {
+    /// The human-readable plan: every node with kind, placement, inputs, settings and output
+    /// schema, then the cut, one line per topic and consumer.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "pipeline {}: {} nodes ({} edge, {} cloud), {} cut topic{}",
+            self.pipeline,
+            self.nodes.len(),
+            self.nodes.iter().filter(|n| n.placement == Placement::Edge).count(),
+            self.nodes.iter().filter(|n| n.placement == Placement::Cloud).count(),
+            self.topics.len(),
+            if self.topics.len() == 1 { "" } else { "s" }
+        );
+        for node in &self.nodes {
+            let _ = write!(out, "\n{} [{} @ {}]", node.id, node.kind, node.placement);
+            if !node.inputs.is_empty() {
+                let _ = write!(out, " <- {}", inputs(node));
+            }
+            let _ = writeln!(out);
+            let _ = writeln!(out, "  {}", settings(&node.operator));
+            match &node.time_field {
+                Some(tf) => {
+                    let _ = writeln!(out, "  out: {} time {tf}", node.schema);
+                }
+                None => {
+                    let _ = writeln!(out, "  in: {}", node.schema);
+                }
+            }
+            if let Operator::Window(w) = &node.operator {
+                if let Some((schema, _)) = self.stream(&StreamRef {
+                    node: node.id.clone(),
+                    port: Port::Late,
+                }) {
+                    let _ = writeln!(out, "  late: {schema} time {}", w.time_field);
+                }
+            }
+        }
+        let _ = writeln!(out, "\ncut:");
+        if self.topics.is_empty() {
+            let _ = writeln!(out, "  (none: nothing crosses from edge to cloud)");
+        }
+        for topic in &self.topics {
+            for consumer in &topic.consumers {
+                let _ = writeln!(
+                    out,
+                    "  edge {} --[{}]--> cloud {consumer}",
+                    topic.stream, topic.name
+                );
+            }
+        }
+        out
+    }
+
+    /// Graphviz dot: one cluster per placement, cut arcs bold and labelled with their topic.
+    pub fn render_dot(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "digraph \"{}\" {{", escape(&self.pipeline));
+        let _ = writeln!(out, "  rankdir=LR;");
+        let _ = writeln!(out, "  node [shape=box, style=rounded];");
+        for placement in [Placement::Edge, Placement::Cloud] {
+            let members: Vec<&PlanNode> = self.nodes.iter().filter(|n| n.placement == placement).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "  subgraph cluster_{placement} {{");
+            let _ = writeln!(out, "    label=\"{placement}\";");
+            for n in members {
+                let _ = writeln!(out, "    \"{}\" [label=\"{}\\n{}\"];", n.id, n.id, n.kind);
+            }
+            let _ = writeln!(out, "  }}");
+        }
+        for consumer in &self.nodes {
+            for stream in &consumer.inputs {
+                let cut = self
+                    .node(&stream.node)
+                    .is_some_and(|p| p.placement == Placement::Edge && consumer.placement == Placement::Cloud);
+                let attrs = match (arc_label(self, stream, consumer), cut) {
+                    (Some(l), true) => format!(" [label=\"{}\", style=bold, color=red]", escape(&l)),
+                    (Some(l), false) => format!(" [label=\"{}\", style=dashed]", escape(&l)),
+                    (None, _) => String::new(),
+                };
+                let _ = writeln!(out, "  \"{}\" -> \"{}\"{attrs};", stream.node, consumer.id);
+            }
+        }
+        let _ = writeln!(out, "}}");
+        out
+    }
+
+    /// A mermaid flowchart with one subgraph per placement; cut arcs are thick and labelled.
+    pub fn render_mermaid(&self) -> String {
+        // Prefix ids: mermaid reserves words such as `end`.
+        let id = |s: &str| format!("n_{s}");
+        let mut out = String::from("flowchart LR\n");
+        for placement in [Placement::Edge, Placement::Cloud] {
+            let members: Vec<&PlanNode> = self.nodes.iter().filter(|n| n.placement == placement).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "  subgraph {placement}_side [{placement}]");
+            for n in members {
+                let _ = writeln!(out, "    {}[\"{}<br/><i>{}</i>\"]", id(&n.id), n.id, n.kind);
+            }
+            let _ = writeln!(out, "  end");
+        }
+        for consumer in &self.nodes {
+            for stream in &consumer.inputs {
+                let cut = self
+                    .node(&stream.node)
+                    .is_some_and(|p| p.placement == Placement::Edge && consumer.placement == Placement::Cloud);
+                let (from, to) = (id(&stream.node), id(&consumer.id));
+                let _ = match (arc_label(self, stream, consumer), cut) {
+                    (Some(l), true) => writeln!(out, "  {from} ==>|\"{l}\"| {to}"),
+                    (Some(l), false) => writeln!(out, "  {from} -.->|{l}| {to}"),
+                    (None, _) => writeln!(out, "  {from} --> {to}"),
+                };
+            }
+        }
+        out
+    }
+}
