@@ -28,7 +28,7 @@ pub struct EmbeddedLog {
 }
 
 fn io_error(what: String) -> impl FnOnce(std::io::Error) -> ConnectorError {
-    move |source| ConnectorError::Io { what, source }
+    move |source| ConnectorError::Io { context: what, source }
 }
 
 impl EmbeddedLog {

@@ -35,6 +35,9 @@ pub enum ConnectorError {
     /// JSON encoding failed.
     #[error("json error")]
     Json(#[from] serde_json::Error),
+    /// A frame of the edge -> cloud wire format is malformed (bad header, corrupt record).
+    #[error("bad frame: {0}")]
+    BadFrame(String),
     /// A broken invariant inside edgeflow: this is a bug, please report it.
     #[error("internal error (a bug in edgeflow): {0}")]
     Internal(String),

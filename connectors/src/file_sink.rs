@@ -101,7 +101,13 @@ impl FileSink {
 
     /// Appends a batch, which must have the sink's schema.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.schema().fields() != self.schema.fields() {
+        let same = |a: &arrow::datatypes::Field, b: &arrow::datatypes::Field| {
+            a.name() == b.name() && a.data_type() == b.data_type()
+        };
+        let fields = batch.schema_ref().fields();
+        if fields.len() != self.schema.fields().len()
+            || !fields.iter().zip(self.schema.fields()).all(|(a, b)| same(a, b))
+        {
             return Err(ConnectorError::Internal(format!(
                 "batch written to {:?} has schema {:?}, the sink expects {:?}",
                 self.path,
@@ -131,13 +137,8 @@ impl FileSink {
             SinkWriter::JsonLines { out, .. } => out
                 .flush()
                 .map_err(|e| ConnectorError::io("write", &self.path, e)),
-            SinkWriter::Csv { out, .. } => {
-                // The header is written with the first batch; flush what arrow has written.
-                let inner: &mut BufWriter<File> = out.get_mut();
-                inner
-                    .flush()
-                    .map_err(|e| ConnectorError::io("write", &self.path, e))
-            }
+            // Arrow's CSV writer flushes through to the file after every batch.
+            SinkWriter::Csv { .. } => Ok(()),
             SinkWriter::Parquet(w) => Ok(w.flush()?),
         }
     }

@@ -351,7 +351,10 @@ impl FileSource {
                     } else {
                         let header: Vec<String> = record
                             .iter()
-                            .map(|h| String::from_utf8_lossy(h).trim().to_string())
+                            .map(|h| {
+                                let h = String::from_utf8_lossy(h);
+                                h.trim_start_matches('\u{feff}').trim().to_string()
+                            })
                             .collect();
                         let columns: Vec<Option<usize>> = fields
                             .iter()

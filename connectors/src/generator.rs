@@ -19,7 +19,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use edgeflow_operators::schema::{EventSchema, FieldType};
-use rand::{Rng, RngExt, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -751,26 +751,46 @@ mod tests {
                 }
                 let len = i - start;
                 *seen.entry(shape.to_string()).or_insert(0) += 1;
-                let before = v(start - 1);
+                // Mean of W readings from `from`, if they are all normal (no other episode).
+                const W: usize = 10;
+                let calm = |from: usize| {
+                    (from + W <= ch.len() && (from..from + W).all(|j| label(j).is_none()))
+                        .then(|| (from..from + W).map(v).sum::<f64>() / W as f64)
+                };
+                let inside = |from: usize| (from..from + W).map(v).sum::<f64>() / W as f64;
+                let before = start.checked_sub(W).and_then(calm);
+                let after = calm(i);
                 match shape {
                     "spike" => {
                         // Two episodes of one shape may follow each other (rarely).
                         assert!(len <= 3, "spike of {len} readings");
-                        assert!(v(start) - before > 3.0 * sigma, "spike too small");
+                        if let (Some(_), Some(_)) = (before, after) {
+                            let around = (v(start - 1) + v(i)) / 2.0;
+                            assert!(v(start) - around > 3.0 * sigma, "spike too small");
+                        }
                     }
                     "stuck" => {
                         assert!((100..=2000).contains(&len) || i == ch.len());
-                        assert!((start..i).all(|j| v(j) == before), "stuck value moved");
+                        let last = v(start - 1);
+                        assert!((start..i).all(|j| v(j) == last), "stuck value moved");
                     }
                     "level_shift" => {
                         assert!((200..=4000).contains(&len) || i == ch.len());
-                        let mean = (start..i).map(v).sum::<f64>() / len as f64;
-                        assert!(mean - before > 2.0 * sigma, "level shift too small");
+                        if let Some(b) = before {
+                            assert!(inside(start) - b > 2.5 * sigma, "level shift too small");
+                        }
+                        if let Some(a) = after {
+                            assert!(inside(i - W) - a > 2.5 * sigma, "level shift too small");
+                        }
                     }
                     "drift" => {
                         assert!((200..=4000).contains(&len) || i == ch.len());
-                        if i < ch.len() {
-                            assert!(v(i - 1) - before > 4.0 * sigma, "drift too small");
+                        if let Some(b) = before {
+                            let step = inside(start) - b;
+                            assert!(step.abs() < 3.0 * sigma, "drift starts with a jump");
+                        }
+                        if let Some(a) = after {
+                            assert!(inside(i - W) - a > 5.0 * sigma, "drift too small");
                         }
                     }
                     other => panic!("unknown shape {other}"),

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringBuilder};
+use arrow::array::{ArrayRef, AsArray, Float64Array, RecordBatch, StringBuilder};
 use arrow::datatypes::{Float64Type, Int64Type};
 
 use crate::error::{OperatorError, Result};

@@ -4,6 +4,7 @@
 
 mod render;
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -480,11 +481,12 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
         schema: input.schema.clone(),
         time_field: input.time_field.clone(),
     };
-    let mut ok = true;
-    let mut check_field = |r: &mut Reporter, path: &str, setting: &str, name: &str| -> Option<FieldType> {
+    // Whether every check passed; a Cell so the field checker and the arms can both clear it.
+    let ok = Cell::new(true);
+    let check_field = |r: &mut Reporter, path: &str, setting: &str, name: &str| -> Option<FieldType> {
         let t = schema.field_type(name);
         if t.is_none() {
-            ok = false;
+            ok.set(false);
             r.error(
                 node.pos_of(path),
                 format!("node \"{id}\": field \"{setting}\": the input has no field \"{name}\""),
@@ -602,7 +604,7 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
                 match check_field(r, "time_field", "time_field", &w.time_field) {
                     Some(FieldType::TimestampMs) | None => {}
                     Some(t) => {
-                        ok = false;
+                        ok.set(false);
                         r.error(
                             node.pos_of("time_field"),
                             format!("node \"{id}\": field \"time_field\": \"{}\" has type {t}, not timestamp_ms", w.time_field),
@@ -620,6 +622,14 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
                     fields.push((k.clone(), t));
                 }
             }
+            // A bare `count` counts events: on a stream without the value field it reads the
+            // time field, which every event has.
+            let time_field = w.time_field.clone();
+            for a in &mut w.aggregates {
+                if a.func == "count" && a.output == "count" && schema.field_type(&a.field).is_none() {
+                    a.field = time_field.clone();
+                }
+            }
             for (i, a) in w.aggregates.iter().enumerate() {
                 let path = format!("aggregates[{i}]");
                 let Some(t) = check_field(r, &path, "aggregates", &a.field) else {
@@ -628,7 +638,7 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
                 let out_type = match a.func.as_str() {
                     "count" => FieldType::I64,
                     _ if !t.is_numeric() => {
-                        ok = false;
+                        ok.set(false);
                         r.error(
                             node.pos_of(&path),
                             format!(
@@ -643,7 +653,7 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
                     _ => FieldType::F64,
                 };
                 if fields.iter().any(|(n, _)| *n == a.output) {
-                    ok = false;
+                    ok.set(false);
                     r.error(
                         node.pos_of(&path),
                         format!("node \"{id}\": field \"aggregates\": output column \"{}\" clashes with another column", a.output),
@@ -671,7 +681,7 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
             }
             match check_field(r, "value", "value", &d.value) {
                 Some(t) if !t.is_numeric() => {
-                    ok = false;
+                    ok.set(false);
                     r.error(
                         node.pos_of("value"),
                         format!("node \"{id}\": field \"value\": \"{}\" is {t}, but a detector needs i64 or f64", d.value),
@@ -683,7 +693,7 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
             let mut fields = schema.fields().to_vec();
             for (name, t) in [("score", FieldType::F64), ("reason", FieldType::String)] {
                 if schema.field_type(name).is_some() {
-                    ok = false;
+                    ok.set(false);
                     r.error(
                         node.pos,
                         format!("node \"{id}\": the input already has a field \"{name}\", which a detector adds"),
@@ -705,7 +715,7 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
             (node.operator.clone(), None, None)
         }
     };
-    ok.then_some(result)
+    ok.get().then_some(result)
 }
 
 #[cfg(test)]

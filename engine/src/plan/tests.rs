@@ -97,7 +97,7 @@ fn one_topic_per_stream_with_every_consumer() {
 fn edge_node_may_not_read_the_cloud() {
     let e = errors("pipeline: x\nnodes:\n  g: { kind: generator }\n  c: { kind: filter, inputs: [g], where: \"true\", placement: cloud }\n  d: { kind: detect, inputs: [c], method: zscore }\n");
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].starts_with("p.yaml:5:30: error: node \"d\" runs at the edge but reads \"c\", which runs in the cloud"), "{e:?}");
+    assert!(e[0].starts_with("p.yaml:5:31: error: node \"d\" runs at the edge but reads \"c\", which runs in the cloud"), "{e:?}");
     assert!(e[0].contains("only control arcs may flow cloud -> edge"), "{e:?}");
 }
 
@@ -137,7 +137,7 @@ fn expression_errors_point_at_the_expression() {
     let e = errors("pipeline: x\nnodes:\n  g: { kind: generator }\n  f: { kind: filter, inputs: [g], where: \"value + 1\" }\n  m: { kind: map, inputs: [g], fields: { a: \"valu * 2\", ts: \"value\" } }\n");
     assert_eq!(e.len(), 2, "{e:?}");
     assert!(e[0].starts_with("p.yaml:4:42: error: node \"f\": field \"where\": filter expression must be boolean"), "{e:?}");
-    assert!(e[1].starts_with("p.yaml:5:44: error: node \"m\": field \"fields.a\": No field named valu"), "{e:?}");
+    assert!(e[1].starts_with("p.yaml:5:45: error: node \"m\": field \"fields.a\": No field named valu"), "{e:?}");
 }
 
 #[test]

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::record_batch::RecordBatch;
 use edgeflow_connectors::file_sink::{DeadLetterWriter, FileSink};
-use edgeflow_connectors::file_source::DeadLetter;
+use edgeflow_connectors::file_source::{DeadLetter, FileFormat};
 
 use crate::error::EngineError;
 use crate::metrics::{Metrics, NodeMetrics};
-use crate::plan::{Operator, Plan};
+use crate::plan::{Operator, Plan, SinkFormat};
 use crate::sql::Catalog;
 
 /// Shared state of one run; cheap to clone (everything is behind `Arc`s).
@@ -54,7 +54,12 @@ impl RunContext {
         let mut file_sinks = BTreeMap::new();
         for node in &plan.nodes {
             if let Operator::FileSink { path, format } = &node.operator {
-                let sink = FileSink::create(path, format.connector_format(), node.schema.to_arrow())
+                let format = match format {
+                    SinkFormat::Csv => FileFormat::Csv,
+                    SinkFormat::JsonLines => FileFormat::JsonLines,
+                    SinkFormat::Parquet => FileFormat::Parquet,
+                };
+                let sink = FileSink::create(path, format, node.schema.to_arrow())
                     .map_err(|source| EngineError::Connector { node: node.id.clone(), source })?;
                 file_sinks.insert(node.id.clone(), sink);
             }

@@ -3,15 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use edgeflow_connectors::file_source::{FileSource, FileSourceOptions};
-use edgeflow_connectors::generator::{Generator, GeneratorOptions};
+use edgeflow_connectors::file_source::{FileFormat, FileSource, FileSourceOptions};
+use edgeflow_connectors::generator::{AnomalyShape, Generator, GeneratorOptions};
 use timely::dataflow::Scope;
 use timely::dataflow::operators::generic::operator::source;
 
 use super::batch::{Batch, EventTime};
 use super::build::{BatchStream, BuildEnv};
 use crate::error::EngineError;
-use crate::plan::{FileSourceSettings, GeneratorSettings, PlanNode};
+use crate::plan::{FileFormatName, FileSourceSettings, GeneratorSettings, PlanNode};
 
 /// Batches a source emits per activation before yielding to other operators.
 const BATCHES_PER_ACTIVATION: usize = 4;
@@ -27,7 +27,7 @@ fn generator_options(settings: &GeneratorSettings) -> Result<GeneratorOptions, S
     let shapes = settings
         .anomaly_shapes
         .iter()
-        .map(|name| name.parse().map_err(|_| format!("unknown anomaly shape {name}")))
+        .map(|name| AnomalyShape::from_name(name).ok_or_else(|| format!("unknown anomaly shape {name}")))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(GeneratorOptions {
         seed: settings.seed,
@@ -116,7 +116,10 @@ pub fn file<'scope>(
     let mut reader = if env.worker == 0 {
         let options = FileSourceOptions {
             path: settings.path.clone(),
-            format: settings.format.connector_format(),
+            format: match settings.format {
+                FileFormatName::Csv => FileFormat::Csv,
+                FileFormatName::JsonLines => FileFormat::JsonLines,
+            },
             schema: node.schema.clone(),
             has_header: settings.header,
             batch_rows: env.options.batch_rows,

@@ -125,7 +125,7 @@ pub fn input_schema(node: &PlanNode, env: &BuildEnv) -> Result<edgeflow_operator
         .first()
         .ok_or_else(|| EngineError::Internal(format!("node {} has no input", node.id)))?;
     env.plan
-        .stream_schema(input)
-        .cloned()
+        .stream(input)
+        .map(|(schema, _)| schema.clone())
         .ok_or_else(|| EngineError::Internal(format!("node {}: no schema for input {input}", node.id)))
 }

@@ -351,6 +351,7 @@ pub(crate) fn build_node(
             );
             None
         }
+        Some(k) if k.value == Value::Poisoned => None,
         Some(k) => {
             let name = k.as_scalar().unwrap_or_default();
             match KINDS.iter().find(|i| i.name == name) {
@@ -469,6 +470,10 @@ impl<'a> Settings<'a, '_> {
         self.positions.insert(name.to_owned(), v.pos);
         match v.value {
             Value::Null => None,
+            Value::Poisoned => {
+                self.broken = true;
+                None
+            }
             _ => Some(v),
         }
     }
@@ -483,6 +488,14 @@ impl<'a> Settings<'a, '_> {
     }
 
     fn missing(&mut self, field: &str, hint: &str) {
+        self.broken = true;
+        let poisoned = self
+            .entries
+            .iter()
+            .any(|(k, v)| k.name == field && v.value == Value::Poisoned);
+        if poisoned {
+            return;
+        }
         let pos = self
             .entries
             .iter()
@@ -621,6 +634,7 @@ impl<'a> Settings<'a, '_> {
                     self.positions.insert(format!("{name}[{i}]"), item.pos);
                     out.push((s.to_owned(), item.pos));
                 }
+                None if item.value == Value::Poisoned => self.broken = true,
                 None => self.err(item.pos, name, format!("list items must be scalars, not {}", item.shape()), None),
             }
         }

@@ -284,6 +284,7 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
         match key.name.as_str() {
             "pipeline" => match value.as_scalar() {
                 Some(name) if is_name(name, true) => pipeline = Some(name.to_owned()),
+                None if value.value == Value::Poisoned => {}
                 _ => r.error(
                     value.pos,
                     format!("invalid pipeline name {}", show(value)),
@@ -330,7 +331,6 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
         },
     }
     check_table_names(r, &nodes);
-    let _ = file;
     Some(PipelineSpec {
         file: file.to_owned(),
         pipeline: pipeline?,
@@ -453,7 +453,7 @@ fn build_schemas(r: &mut Reporter, node: &Node) -> BTreeMap<String, EventSchema>
 fn scalar_text(r: &mut Reporter, node: &Node, what: &str) -> Option<String> {
     match &node.value {
         Value::Scalar(s) => Some(s.clone()),
-        Value::Null => None,
+        Value::Null | Value::Poisoned => None,
         _ => {
             r.error(node.pos, format!("\"{what}\" must be text, not {}", node.shape()), None);
             None

@@ -60,7 +60,7 @@ fn rates_are_per_second() {
 
 #[test]
 fn generator_defaults_and_env_interpolation() {
-    let spec = parse("pipeline: t\nnodes:\n  g: { kind: generator, devices: \"${DEVICES}\", sites: ${SITES:-3} }\n")
+    let spec = parse("pipeline: t\nnodes:\n  g: { kind: generator, devices: \"${DEVICES}\", sites: \"${SITES:-3}\" }\n")
         .unwrap();
     let Operator::Generator(g) = &node(&spec, "g").operator else { panic!() };
     assert_eq!((g.devices, g.sites, g.seed), (42, 3, 1));
@@ -73,7 +73,7 @@ fn generator_defaults_and_env_interpolation() {
 
 #[test]
 fn unset_variable_is_an_error_at_its_value() {
-    let e = errors("pipeline: t\nnodes:\n  g: { kind: generator, seed: ${SEED} }\n");
+    let e = errors("pipeline: t\nnodes:\n  g: { kind: generator, seed: \"${SEED}\" }\n");
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].starts_with("p.yaml:3:31: error: environment variable \"SEED\" is not set"), "{e:?}");
 }

@@ -32,6 +32,8 @@ pub enum Value {
     Null,
     /// Any scalar, as text (after interpolation); typing happens later.
     Scalar(String),
+    /// A scalar whose interpolation failed (already reported): readers skip it silently.
+    Poisoned,
     /// A sequence.
     Seq(Vec<Node>),
     /// A mapping, in file order. Keys are scalars.
@@ -60,7 +62,7 @@ impl Node {
     /// A short name of the value's shape for messages.
     pub fn shape(&self) -> &'static str {
         match self.value {
-            Value::Null => "nothing",
+            Value::Null | Value::Poisoned => "nothing",
             Value::Scalar(_) => "a scalar",
             Value::Seq(_) => "a list",
             Value::Map(_) => "a map",
@@ -167,7 +169,10 @@ impl Builder<'_> {
                 {
                     Value::Null
                 } else {
-                    Value::Scalar(self.interpolate(&text, pos))
+                    match self.interpolate(&text, pos) {
+                        Some(text) => Value::Scalar(text),
+                        None => Value::Poisoned,
+                    }
                 };
                 (Node { value, pos }, anchor)
             }
@@ -192,6 +197,7 @@ impl Builder<'_> {
                     let value = self.node();
                     let name = match key_node.value {
                         Value::Scalar(s) => s,
+                        Value::Poisoned => continue,
                         Value::Null => String::new(),
                         _ => {
                             self.errors.push(YamlError {
@@ -259,16 +265,16 @@ impl Builder<'_> {
         self.events.get(self.next).map(|(e, _)| e)
     }
 
-    fn interpolate(&mut self, text: &str, pos: Pos) -> String {
+    fn interpolate(&mut self, text: &str, pos: Pos) -> Option<String> {
         match interpolate(text, self.env) {
-            Ok(s) => s,
+            Ok(s) => Some(s),
             Err(message) => {
                 self.errors.push(YamlError {
                     pos,
                     message,
                     hint: Some("set it in the environment or give a default: ${NAME:-default}".into()),
                 });
-                text.to_owned()
+                None
             }
         }
     }

@@ -957,11 +957,14 @@ impl WindowAggregator {
         }
         self.watermark = watermark;
         let mut batches = Vec::new();
-        while let Some(entry) = self.windows.first_entry() {
-            if !self.closed(*entry.key(), watermark) {
+        while let Some(&start) = self.windows.keys().next() {
+            if !self.closed(start, watermark) {
                 break;
             }
-            let (start, window) = entry.remove_entry();
+            // `start` is the first key, so it is present.
+            let Some(window) = self.windows.remove(&start) else {
+                break;
+            };
             batches.push(self.finish(start, window)?);
         }
         self.collect_keys();
