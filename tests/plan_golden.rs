@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use edgeflow::{plan, spec};
+use edgeflow::plan;
 
 fn env(name: &str) -> Option<String> {
     // A fixed environment, so the golden files do not depend on the machine.
@@ -16,11 +16,13 @@ fn env(name: &str) -> Option<String> {
 
 /// The plan text, or every diagnostic, for one spec file.
 fn render(path: &Path) -> (String, &'static str) {
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     let text = std::fs::read_to_string(path).expect("read golden spec");
     // The bare file name keeps positions and relative paths independent of where tests run.
-    let result = spec::parse_with(file_name, &text, Path::new(""), &env).and_then(|s| plan::compile(&s));
-    match result {
+    match plan::plan_with(file_name, &text, Path::new(""), &env) {
         Ok(plan) => (plan.render_text(), "plan"),
         Err(diags) => (format!("{diags}\n"), "errors"),
     }
@@ -36,7 +38,11 @@ fn golden_plans() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     specs.sort();
-    assert!(specs.len() >= 4, "expected golden specs in {}", dir.display());
+    assert!(
+        specs.len() >= 4,
+        "expected golden specs in {}",
+        dir.display()
+    );
     let mut failures = Vec::new();
     for spec_path in &specs {
         let (actual, ext) = render(spec_path);
@@ -61,7 +67,10 @@ fn golden_plans() {
                 "{} differs.\n--- expected\n{expected}\n--- actual\n{actual}",
                 expected_path.display()
             )),
-            Err(_) => failures.push(format!("{} is missing; actual:\n{actual}", expected_path.display())),
+            Err(_) => failures.push(format!(
+                "{} is missing; actual:\n{actual}",
+                expected_path.display()
+            )),
         }
     }
     assert!(

@@ -41,7 +41,7 @@ enum SinkWriter {
         scratch: Vec<u8>,
     },
     Csv {
-        out: arrow::csv::Writer<BufWriter<File>>,
+        out: Box<arrow::csv::Writer<BufWriter<File>>>,
         wrote: bool,
     },
     Parquet(Box<ArrowWriter<File>>),
@@ -75,10 +75,12 @@ impl FileSink {
                 scratch: Vec::new(),
             },
             FileFormat::Csv => SinkWriter::Csv {
-                out: arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .with_timestamp_format(CSV_TIMESTAMP_FORMAT.to_string())
-                    .build(BufWriter::with_capacity(256 * 1024, file)),
+                out: Box::new(
+                    arrow::csv::WriterBuilder::new()
+                        .with_header(true)
+                        .with_timestamp_format(CSV_TIMESTAMP_FORMAT.to_string())
+                        .build(BufWriter::with_capacity(256 * 1024, file)),
+                ),
                 wrote: false,
             },
             FileFormat::Parquet => {
@@ -106,7 +108,10 @@ impl FileSink {
         };
         let fields = batch.schema_ref().fields();
         if fields.len() != self.schema.fields().len()
-            || !fields.iter().zip(self.schema.fields()).all(|(a, b)| same(a, b))
+            || !fields
+                .iter()
+                .zip(self.schema.fields())
+                .all(|(a, b)| same(a, b))
         {
             return Err(ConnectorError::Internal(format!(
                 "batch written to {:?} has schema {:?}, the sink expects {:?}",
@@ -148,9 +153,9 @@ impl FileSink {
     pub fn finish(self) -> Result<()> {
         let path = self.path;
         match self.writer {
-            SinkWriter::JsonLines { mut out, .. } => {
-                out.flush().map_err(|e| ConnectorError::io("write", &path, e))
-            }
+            SinkWriter::JsonLines { mut out, .. } => out
+                .flush()
+                .map_err(|e| ConnectorError::io("write", &path, e)),
             SinkWriter::Csv { mut out, wrote } => {
                 if !wrote {
                     out.write(&RecordBatch::new_empty(self.schema))?;
@@ -306,11 +311,21 @@ mod tests {
         ])
     }
 
-    type Row = (Option<i64>, Option<String>, Option<i64>, Option<f64>, Option<bool>);
+    type Row = (
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+        Option<f64>,
+        Option<bool>,
+    );
 
     fn batch(rows: &[Row]) -> RecordBatch {
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(rows.iter().map(|r| r.0).collect::<TimestampMillisecondArray>()),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.0)
+                    .collect::<TimestampMillisecondArray>(),
+            ),
             Arc::new(rows.iter().map(|r| r.1.clone()).collect::<StringArray>()),
             Arc::new(rows.iter().map(|r| r.2).collect::<Int64Array>()),
             Arc::new(rows.iter().map(|r| r.3).collect::<Float64Array>()),
@@ -321,10 +336,28 @@ mod tests {
 
     fn sample() -> Vec<Row> {
         vec![
-            (Some(1_767_225_601_000), Some("plain".into()), Some(1), Some(0.1), Some(true)),
-            (Some(-1), Some("a,b \"q\"\nline ü".into()), Some(i64::MIN), Some(1e300), Some(false)),
+            (
+                Some(1_767_225_601_000),
+                Some("plain".into()),
+                Some(1),
+                Some(0.1),
+                Some(true),
+            ),
+            (
+                Some(-1),
+                Some("a,b \"q\"\nline ü".into()),
+                Some(i64::MIN),
+                Some(1e300),
+                Some(false),
+            ),
             (None, None, None, None, None),
-            (Some(0), Some("{\"json\": 1}".into()), Some(i64::MAX), Some(-2.5e-7), None),
+            (
+                Some(0),
+                Some("{\"json\": 1}".into()),
+                Some(i64::MAX),
+                Some(-2.5e-7),
+                None,
+            ),
         ]
     }
 
@@ -341,7 +374,11 @@ mod tests {
         let mut batches = Vec::new();
         if format == FileFormat::Parquet {
             let file = File::open(path).unwrap();
-            for b in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+            for b in ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+            {
                 batches.push(b.unwrap());
             }
         } else {
@@ -386,7 +423,11 @@ mod tests {
             let mut sink = FileSink::create(&path, format, gen_schema.to_arrow()).unwrap();
             sink.write(&b).unwrap();
             sink.finish().unwrap();
-            assert_eq!(read_back(&path, format, gen_schema.clone()), b, "{format:?}");
+            assert_eq!(
+                read_back(&path, format, gen_schema.clone()),
+                b,
+                "{format:?}"
+            );
         }
     }
 
@@ -398,18 +439,32 @@ mod tests {
             lines[0],
             r#"{"ts":"2026-01-01T00:00:01.000Z","name":"plain","n":1,"x":0.1,"b":true}"#
         );
-        assert_eq!(lines[2], r#"{"ts":null,"name":null,"n":null,"x":null,"b":null}"#);
+        assert_eq!(
+            lines[2],
+            r#"{"ts":null,"name":null,"n":null,"x":null,"b":null}"#
+        );
         let nan = batch(&[(None, None, None, Some(f64::NAN), None)]);
-        assert!(format_batch(&nan, TextFormat::JsonLines).unwrap().contains(r#""x":null"#));
+        assert!(
+            format_batch(&nan, TextFormat::JsonLines)
+                .unwrap()
+                .contains(r#""x":null"#)
+        );
     }
 
     #[test]
     fn table_format_aligns_columns_with_a_header() {
         let text = format_batch(&batch(&sample()[..1]), TextFormat::Table).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[1].contains("| ts ") && lines[1].contains("| name "), "{text}");
+        assert!(
+            lines[1].contains("| ts ") && lines[1].contains("| name "),
+            "{text}"
+        );
         assert!(lines[3].contains("2026-01-01T00:00:01.000Z"), "{text}");
-        assert!(lines.iter().all(|l| l.chars().count() == lines[0].chars().count()));
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.chars().count() == lines[0].chars().count())
+        );
     }
 
     #[test]
@@ -450,8 +505,10 @@ mod tests {
             w.flush().unwrap();
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(
             lines[0],

@@ -440,9 +440,7 @@ impl FileSource {
                         break;
                     }
                     consumed += 1;
-                    let (start, line) = record
-                        .position()
-                        .map_or((0, 0), |p| (p.byte(), p.line()));
+                    let (start, line) = record.position().map_or((0, 0), |p| (p.byte(), p.line()));
                     let end = reader.position().byte();
                     let result = convert_csv(fields, columns, *width, record);
                     match result {
@@ -528,14 +526,16 @@ fn convert_csv<'r>(
     fields
         .iter()
         .zip(columns)
-        .map(|((name, ty), column)| match column.and_then(|c| record.get(c)) {
-            None => Ok(Cell::Null),
-            Some(bytes) => {
-                let text = std::str::from_utf8(bytes)
-                    .map_err(|_| format!("field {name:?}: not valid UTF-8"))?;
-                cell_from_text(name, *ty, text)
-            }
-        })
+        .map(
+            |((name, ty), column)| match column.and_then(|c| record.get(c)) {
+                None => Ok(Cell::Null),
+                Some(bytes) => {
+                    let text = std::str::from_utf8(bytes)
+                        .map_err(|_| format!("field {name:?}: not valid UTF-8"))?;
+                    cell_from_text(name, *ty, text)
+                }
+            },
+        )
         .collect()
 }
 
@@ -614,7 +614,10 @@ d7,x,1767225600000,1e3,-4,maybe
 d8,x,1767225600000,7,8,false
 ";
         let path = write(&dir, "in.csv", text);
-        let (batches, letters) = read_all("src", FileSourceOptions::new(&path, FileFormat::Csv, schema()));
+        let (batches, letters) = read_all(
+            "src",
+            FileSourceOptions::new(&path, FileFormat::Csv, schema()),
+        );
         let b = concat(&batches);
         assert_eq!(b.num_rows(), 3);
         let device = b.column(1).as_string::<i32>();
@@ -651,7 +654,11 @@ d8,x,1767225600000,7,8,false
                     "d4,x,not-a-time,2,1,true",
                     format!("{p}:6")
                 ),
-                ("expected 6 fields, got 5", "d5,x,1767225600000,2,1", format!("{p}:7")),
+                (
+                    "expected 6 fields, got 5",
+                    "d5,x,1767225600000,2,1",
+                    format!("{p}:7")
+                ),
                 (
                     r#"field "ok": expected bool, got "maybe""#,
                     "d7,x,1767225600000,1e3,-4,maybe",
@@ -671,7 +678,12 @@ d8,x,1767225600000,7,8,false
         let (batches, letters) = read_all("n", opts);
         let b = concat(&batches);
         assert_eq!(b.num_rows(), 1);
-        assert_eq!(b.column(0).as_primitive::<TimestampMillisecondType>().value(0), 5);
+        assert_eq!(
+            b.column(0)
+                .as_primitive::<TimestampMillisecondType>()
+                .value(0),
+            5
+        );
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].raw, "6,b,x,2,true");
         assert_eq!(letters[0].location, format!("{}:2", path.display()));
@@ -708,17 +720,38 @@ not json
         assert_eq!(b.column(3).as_primitive::<Int64Type>().value(2), i64::MIN);
         let reasons: Vec<(&str, &str)> = letters
             .iter()
-            .map(|l| (l.reason.as_str(), &l.location[l.location.rfind(':').unwrap() + 1..]))
+            .map(|l| {
+                (
+                    l.reason.as_str(),
+                    &l.location[l.location.rfind(':').unwrap() + 1..],
+                )
+            })
             .collect();
         assert_eq!(reasons.len(), 7);
-        assert_eq!(reasons[0], (r#"field "value": expected f64, got "abc""#, "3"));
-        assert!(reasons[1].0.starts_with("invalid JSON: "), "{}", reasons[1].0);
+        assert_eq!(
+            reasons[0],
+            (r#"field "value": expected f64, got "abc""#, "3")
+        );
+        assert!(
+            reasons[1].0.starts_with("invalid JSON: "),
+            "{}",
+            reasons[1].0
+        );
         assert_eq!(reasons[1].1, "5");
         assert_eq!(reasons[2], ("expected a JSON object, got \"[1,2]\"", "6"));
         assert_eq!(reasons[3], (r#"field "count": expected i64, got 1.5"#, "7"));
-        assert_eq!(reasons[4], (r#"field "device": expected string, got 7"#, "8"));
-        assert_eq!(reasons[5], (r#"field "ts": expected timestamp_ms, got 1.5"#, "9"));
-        assert_eq!(reasons[6], (r#"field "ok": expected bool, got "yes""#, "10"));
+        assert_eq!(
+            reasons[4],
+            (r#"field "device": expected string, got 7"#, "8")
+        );
+        assert_eq!(
+            reasons[5],
+            (r#"field "ts": expected timestamp_ms, got 1.5"#, "9")
+        );
+        assert_eq!(
+            reasons[6],
+            (r#"field "ok": expected bool, got "yes""#, "10")
+        );
         assert_eq!(letters[1].raw, "not json");
     }
 
@@ -745,16 +778,23 @@ not json
     #[test]
     fn bad_paths_and_options_are_user_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = FileSourceOptions::new(dir.path().join("nope.csv"), FileFormat::Csv, schema());
+        let missing =
+            FileSourceOptions::new(dir.path().join("nope.csv"), FileFormat::Csv, schema());
         let e = FileSource::open("n", missing).unwrap_err();
         assert!(e.is_user_error(), "{e}");
         assert!(e.to_string().contains("does not exist"), "{e}");
         let dir_opts = FileSourceOptions::new(dir.path(), FileFormat::Csv, schema());
         assert!(FileSource::open("n", dir_opts).unwrap_err().is_user_error());
         let path = write(&dir, "h.csv", "a,b\n1,2\n");
-        let e = FileSource::open("n", FileSourceOptions::new(&path, FileFormat::Csv, schema()))
-            .unwrap_err();
-        assert!(e.is_user_error() && e.to_string().contains("names none"), "{e}");
+        let e = FileSource::open(
+            "n",
+            FileSourceOptions::new(&path, FileFormat::Csv, schema()),
+        )
+        .unwrap_err();
+        assert!(
+            e.is_user_error() && e.to_string().contains("names none"),
+            "{e}"
+        );
         let mut zero = FileSourceOptions::new(&path, FileFormat::JsonLines, schema());
         zero.batch_rows = 0;
         assert!(FileSource::open("n", zero).unwrap_err().is_user_error());
@@ -762,9 +802,18 @@ not json
 
     #[test]
     fn formats_come_from_extensions_and_names() {
-        assert_eq!(FileFormat::from_path(Path::new("a/b.CSV")), Some(FileFormat::Csv));
-        assert_eq!(FileFormat::from_path(Path::new("b.ndjson")), Some(FileFormat::JsonLines));
-        assert_eq!(FileFormat::from_path(Path::new("b.parquet")), Some(FileFormat::Parquet));
+        assert_eq!(
+            FileFormat::from_path(Path::new("a/b.CSV")),
+            Some(FileFormat::Csv)
+        );
+        assert_eq!(
+            FileFormat::from_path(Path::new("b.ndjson")),
+            Some(FileFormat::JsonLines)
+        );
+        assert_eq!(
+            FileFormat::from_path(Path::new("b.parquet")),
+            Some(FileFormat::Parquet)
+        );
         assert_eq!(FileFormat::from_path(Path::new("b.txt")), None);
         for f in FileFormat::ALL {
             assert_eq!(FileFormat::from_name(f.name()), Some(f));

@@ -176,7 +176,11 @@ fn geometric(rng: &mut Xoshiro256PlusPlus, p: f64) -> u64 {
     // u in (0, 1]: ln(u) is finite and <= 0.
     let u = 1.0 - rng.random::<f64>();
     let n = u.ln() / (1.0 - p).ln();
-    if n >= u64::MAX as f64 { u64::MAX } else { n as u64 }
+    if n >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        n as u64
+    }
 }
 
 impl Channel {
@@ -270,7 +274,10 @@ impl Channel {
             AnomalyShape::Stuck => (self.rng.random_range(100..=1000), 0.0),
             AnomalyShape::Drift => {
                 let len: u32 = self.rng.random_range(200..=2000);
-                (len, sigma * self.rng.random_range(8.0..12.0) / f64::from(len))
+                (
+                    len,
+                    sigma * self.rng.random_range(8.0..12.0) / f64::from(len),
+                )
             }
         };
         self.shape = shape;
@@ -361,7 +368,10 @@ impl Generator {
         let devices: Vec<u32> = (0..opts.devices)
             .filter(|d| *d as usize % workers == worker)
             .collect();
-        let device_names = devices.iter().map(|d| format!("dev-{:04}", d + 1)).collect();
+        let device_names = devices
+            .iter()
+            .map(|d| format!("dev-{:04}", d + 1))
+            .collect();
         let site_names = devices
             .iter()
             .map(|d| format!("site-{:02}", d % opts.sites + 1))
@@ -466,8 +476,11 @@ impl Generator {
         let mut rows = 0;
         'outer: while rows < cap {
             let d = self.devices[self.dev];
-            let group = (self.tick.saturating_mul(devices).saturating_add(u64::from(d)))
-                .saturating_mul(sensors as u64);
+            let group = (self
+                .tick
+                .saturating_mul(devices)
+                .saturating_add(u64::from(d)))
+            .saturating_mul(sensors as u64);
             let t = self.nominal_ts(self.tick, d);
             let device_name = self.device_names[self.dev].as_bytes();
             let site_name = self.site_names[self.dev].as_bytes();
@@ -518,7 +531,10 @@ impl Generator {
             columns.push(anomaly_col.finish(Some(NullBuffer::from(anomaly_valid))));
         }
         // Columns match the schema by construction (same order, types and lengths).
-        Some(RecordBatch::try_new(self.schema.clone(), columns).expect("generator columns match its schema"))
+        Some(
+            RecordBatch::try_new(self.schema.clone(), columns)
+                .expect("generator columns match its schema"),
+        )
     }
 }
 
@@ -658,7 +674,9 @@ mod tests {
                 1,
             )
             .unwrap();
-            (0..5).map(|_| g.next_batch(777).unwrap()).collect::<Vec<_>>()
+            (0..5)
+                .map(|_| g.next_batch(777).unwrap())
+                .collect::<Vec<_>>()
         };
         let (a, b, c) = (run(7), run(7), run(8));
         assert_eq!(a, b);
@@ -680,7 +698,10 @@ mod tests {
             assert_eq!(row.0, start + i as i64);
         }
         assert_eq!((r[0].1.as_str(), r[0].2.as_str()), ("dev-0001", "site-01"));
-        assert_eq!((r[12].1.as_str(), r[12].2.as_str()), ("dev-0013", "site-03"));
+        assert_eq!(
+            (r[12].1.as_str(), r[12].2.as_str()),
+            ("dev-0013", "site-03")
+        );
         assert_eq!(r[100].1, "dev-0001");
         assert_eq!(g.next_event_time(), start + 250);
     }
@@ -798,7 +819,10 @@ mod tests {
             }
         }
         for shape in AnomalyShape::ALL {
-            assert!(seen.get(shape.name()).copied().unwrap_or(0) > 0, "no {shape:?}: {seen:?}");
+            assert!(
+                seen.get(shape.name()).copied().unwrap_or(0) > 0,
+                "no {shape:?}: {seen:?}"
+            );
         }
     }
 
@@ -914,6 +938,9 @@ mod tests {
             Some(FieldType::String)
         );
         let mut g = Generator::new(opts.clone(), 0, 1).unwrap();
-        assert_eq!(g.next_batch(3).unwrap().schema(), Generator::schema(&opts).to_arrow());
+        assert_eq!(
+            g.next_batch(3).unwrap().schema(),
+            Generator::schema(&opts).to_arrow()
+        );
     }
 }

@@ -4,16 +4,17 @@
 //! [`EventSchema`](edgeflow_operators::schema::EventSchema): the synthetic sensor fleet
 //! ([`generator`]) and CSV / JSON-lines files ([`file_source`], bad lines become
 //! [`DeadLetter`]s). Sinks write batches to files ([`file_sink`]: JSON lines, CSV, Parquet),
-//! dead letters to a JSON-lines file, and format batches for a terminal. Nothing here knows
+//! dead letters to a JSON-lines file, and format batches for a terminal. The embedded log
+//! ([`embedded_log`]) carries [`frame`]s between the edge and cloud halves. Nothing here knows
 //! about timely or the plan: the engine's runtime drives these types.
 
+pub mod embedded_log;
 pub mod error;
 pub mod file_sink;
 pub mod file_source;
+pub mod frame;
 pub mod generator;
 mod text;
-pub mod embedded_log;
-pub mod frame;
 
 pub use error::ConnectorError;
 pub use file_sink::{DeadLetterWriter, FileSink, TextFormat, format_batch};

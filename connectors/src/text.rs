@@ -42,7 +42,10 @@ pub(crate) fn push_rfc3339_ms(out: &mut Vec<u8>, ms: i64) {
         in_day % 1000,
     );
     // Writing to a Vec cannot fail.
-    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z");
+    let _ = write!(
+        out,
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z"
+    );
 }
 
 /// `ms` as an RFC 3339 string with millisecond precision.
@@ -62,9 +65,97 @@ pub(crate) fn parse_timestamp_ms(text: &str) -> Option<i64> {
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         return t.parse().ok();
     }
-    string_to_timestamp_nanos(t)
-        .ok()
-        .map(|ns| ns.div_euclid(1_000_000))
+    // Our own parser covers every year 0000..=9999; arrow's (nanosecond based, so limited to
+    // 1677..2262) accepts the rarer forms (time-zone names, `+07:30:00`).
+    parse_rfc3339_ms(t).or_else(|| {
+        string_to_timestamp_nanos(t)
+            .ok()
+            .map(|ns| ns.div_euclid(1_000_000))
+    })
+}
+
+/// (year, month, day) to days since 1970-01-01 (inverse of `civil_from_days`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses `YYYY-MM-DD`, optionally followed by `THH:MM:SS[.fraction]` (or a space instead of
+/// `T`) and `Z` / `+HH:MM` / `-HH:MM` (no offset: UTC).
+fn parse_rfc3339_ms(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    let num = |from: usize, len: usize| -> Option<u32> {
+        let digits = b.get(from..from + len)?;
+        digits.iter().try_fold(0u32, |acc, d| {
+            d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
+        })
+    };
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+        return None;
+    }
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_len = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if day == 0 || day > month_len {
+        return None;
+    }
+    let days = days_from_civil(i64::from(year), month, day);
+    if b.len() == 10 {
+        return Some(days * 86_400_000);
+    }
+    if !matches!(b[10], b'T' | b't' | b' ') || b.get(13) != Some(&b':') || b.get(16) != Some(&b':')
+    {
+        return None;
+    }
+    let (h, mi, sec) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0u32;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 3 {
+                millis = millis * 10 + u32::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 {
+            return None;
+        }
+        for _ in n..3 {
+            millis *= 10;
+        }
+    }
+    let offset_min: i64 = match b.get(i) {
+        None => 0,
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let (oh, om) = (num(i + 1, 2)?, num(i + 4, 2)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let m = i64::from(oh * 60 + om);
+            if sign == b'+' { m } else { -m }
+        }
+        _ => return None,
+    };
+    let secs = days * 86_400 + i64::from(h * 3600 + mi * 60 + sec) - offset_min * 60;
+    Some(secs * 1000 + i64::from(millis))
 }
 
 /// A column as one of the types the JSON encoder knows.
@@ -100,7 +191,9 @@ impl JsonColumn {
             | DataType::Int64
             | DataType::UInt8
             | DataType::UInt16
-            | DataType::UInt32 => JsonColumn::I64(cast(array, &DataType::Int64)?.as_primitive().clone()),
+            | DataType::UInt32 => {
+                JsonColumn::I64(cast(array, &DataType::Int64)?.as_primitive().clone())
+            }
             _ => {
                 let s: ArrayRef = if dt == &DataType::Utf8 {
                     Arc::clone(array)
@@ -185,13 +278,7 @@ mod tests {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(rfc3339_ms(951_782_400_250), "2000-02-29T00:00:00.250Z");
-        for ms in [
-            0,
-            -1,
-            1_767_225_601_000,
-            951_782_400_250,
-            4_102_444_799_999,
-        ] {
+        for ms in [0, -1, 1_767_225_601_000, 951_782_400_250, 4_102_444_799_999] {
             assert_eq!(parse_timestamp_ms(&rfc3339_ms(ms)), Some(ms), "{ms}");
         }
         assert_eq!(
@@ -199,8 +286,38 @@ mod tests {
             Some(1_767_225_600_000 - 3_600_000 + 250)
         );
         assert_eq!(parse_timestamp_ms("1767225600000"), Some(1_767_225_600_000));
+        assert_eq!(
+            parse_timestamp_ms("2026-01-01T01:00:00.25+01:00"),
+            Some(1_767_225_600_250)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2026-01-01 00:00:00.123456z"),
+            Some(1_767_225_600_123)
+        );
+        assert_eq!(parse_timestamp_ms("2026-01-01"), Some(1_767_225_600_000));
+        assert_eq!(
+            parse_timestamp_ms("1969-12-31T23:59:59.999-00:00"),
+            Some(-1)
+        );
+        for bad in [
+            "2026-02-30T00:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T00:00Z",
+            "2026-01-01T00:00:00.Z",
+        ] {
+            assert_eq!(parse_timestamp_ms(bad), None, "{bad}");
+        }
         assert_eq!(parse_timestamp_ms("yesterday"), None);
         assert_eq!(parse_timestamp_ms(""), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_millisecond_in_years_0_to_9999_round_trips(
+            ms in -62_167_219_200_000i64..253_402_300_800_000
+        ) {
+            proptest::prop_assert_eq!(parse_timestamp_ms(&rfc3339_ms(ms)), Some(ms));
+        }
     }
 
     #[test]
@@ -210,6 +327,7 @@ mod tests {
         let (mut y, mut m, mut d) = (1970i64, 1u32, 1u32);
         for days in 0..200_000i64 {
             assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+            assert_eq!(days_from_civil(y, m, d), days);
             let len = match m {
                 2 if leap(y) => 29,
                 2 => 28,

@@ -121,7 +121,7 @@ impl Metrics {
                 let kind_ok = kinds.is_empty()
                     || m.get_label().iter().any(|l| l.name() == "kind" && kinds.contains(&l.value()));
                 if kind_ok {
-                    total += m.get_counter().value() as u64;
+                    total += m.get_counter().get_value() as u64;
                 }
             }
         }

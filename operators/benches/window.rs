@@ -34,7 +34,9 @@ fn schema() -> EventSchema {
 
 fn batches() -> Vec<RecordBatch> {
     let devices: Vec<String> = (0..DEVICES).map(|d| format!("dev-{d:04}")).collect();
-    let sites: Vec<String> = (0..DEVICES).map(|d| format!("site-{:02}", d % 10)).collect();
+    let sites: Vec<String> = (0..DEVICES)
+        .map(|d| format!("site-{:02}", d % 10))
+        .collect();
     let sensors: Vec<String> = (0..SENSORS).map(|s| format!("sensor-{s}")).collect();
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {
@@ -93,7 +95,10 @@ fn run_window(batches: &[RecordBatch]) -> usize {
     let mut out = 0;
     for b in batches {
         w.push(b).expect("push");
-        let wm = b.column(0).as_primitive::<TimestampMillisecondType>().value(0);
+        let wm = b
+            .column(0)
+            .as_primitive::<TimestampMillisecondType>()
+            .value(0);
         if let Some(r) = w.advance(wm).expect("advance") {
             out += r.num_rows();
         }
@@ -160,7 +165,11 @@ fn run_naive(batches: &[RecordBatch]) -> usize {
 fn bench(c: &mut Criterion) {
     let batches = batches();
     let rows = (ROWS_PER_BATCH * BATCHES) as u64;
-    assert_eq!(run_window(&batches), run_naive(&batches), "same number of groups");
+    assert_eq!(
+        run_window(&batches),
+        run_naive(&batches),
+        "same number of groups"
+    );
     let mut g = c.benchmark_group("window_tumbling_1s_count_min_max_mean");
     g.throughput(Throughput::Elements(rows));
     g.sample_size(20);

@@ -98,7 +98,7 @@ impl Stats {
 
     /// Sample standard deviation; None below 2 values.
     fn stddev(&self) -> Option<f64> {
-        (self.n >= 2).then(|| (self.m2 / (self.n - 1) as f64).max(0.0).sqrt())
+        (self.n >= 2).then(|| (self.m2 / (self.n - 1) as f64).abs().sqrt())
     }
 }
 
@@ -303,7 +303,10 @@ impl Detector {
         let mut columns = taken.columns().to_vec();
         columns.push(Arc::new(Float64Array::from(scores)));
         columns.push(Arc::new(reasons.finish()));
-        Ok(Some(RecordBatch::try_new(self.output_arrow.clone(), columns)?))
+        Ok(Some(RecordBatch::try_new(
+            self.output_arrow.clone(),
+            columns,
+        )?))
     }
 }
 
@@ -420,8 +423,8 @@ mod tests {
             min_samples: 2,
         };
         for kind in [threshold(Some(0.0), None), z] {
-            let mut d = Detector::new(&schema(), &["device".into()], "value", kind, Emit::All)
-                .unwrap();
+            let mut d =
+                Detector::new(&schema(), &["device".into()], "value", kind, Emit::All).unwrap();
             let out = d
                 .process(&batch(&[
                     (Some("a"), Some(1.0)),
@@ -453,8 +456,10 @@ mod tests {
             Emit::Exceptions,
         )
         .unwrap();
-        let mut rows: Vec<(Option<&str>, Option<f64>)> =
-            [1.0, 1.1, 0.9, 1.0].iter().map(|&v| (Some("a"), Some(v))).collect();
+        let mut rows: Vec<(Option<&str>, Option<f64>)> = [1.0, 1.1, 0.9, 1.0]
+            .iter()
+            .map(|&v| (Some("a"), Some(v)))
+            .collect();
         rows.push((Some("a"), Some(100.0)));
         rows.push((Some("a"), Some(100.0)));
         let out = d.process(&batch(&rows)).unwrap().unwrap();
@@ -463,7 +468,9 @@ mod tests {
         let expected_score = 99.0 / (0.02f64 / 3.0).sqrt();
         assert_eq!(
             r[0].as_deref(),
-            Some(format!("z-score {expected_score:.2} >= 4 (mean 1.00, stddev 0.08, n 4)").as_str())
+            Some(
+                format!("z-score {expected_score:.2} >= 4 (mean 1.00, stddev 0.08, n 4)").as_str()
+            )
         );
     }
 
@@ -556,8 +563,8 @@ mod tests {
                                     f64::INFINITY
                                 }
                             });
-                            let exc = k as u64 >= min_samples
-                                && score.is_some_and(|s| s >= threshold);
+                            let exc =
+                                k as u64 >= min_samples && score.is_some_and(|s| s >= threshold);
                             if !exc {
                                 seen.push(x);
                             }
@@ -570,7 +577,10 @@ mod tests {
                             assert_eq!(a, b, "seed {seed} row {i}")
                         }
                         (Some(a), Some(b)) => {
-                            assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "seed {seed} row {i}: {a} vs {b}")
+                            assert!(
+                                (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+                                "seed {seed} row {i}: {a} vs {b}"
+                            )
                         }
                         other => panic!("seed {seed} row {i}: {other:?}"),
                     }

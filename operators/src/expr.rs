@@ -25,7 +25,12 @@ struct Compiled {
 }
 
 /// Parses, coerces and plans `sql` against `input`.
-fn compile(ctx: &SessionContext, input: &SchemaRef, df_schema: &DFSchema, sql: &str) -> Result<Compiled> {
+fn compile(
+    ctx: &SessionContext,
+    input: &SchemaRef,
+    df_schema: &DFSchema,
+    sql: &str,
+) -> Result<Compiled> {
     let logical = ctx.parse_sql_expr(sql, df_schema).map_err(user_error)?;
     let expr = ctx
         .create_physical_expr(logical, df_schema)
@@ -288,16 +293,17 @@ impl CompiledMap {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(RecordBatch::try_new(Arc::clone(&self.output_arrow), columns)?)
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.output_arrow),
+            columns,
+        )?)
     }
 }
 
 /// `; did you mean "x"?` for the closest candidate, or nothing.
 fn suggestion<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> String {
     candidates
-        .filter(|c| {
-            datafusion::common::utils::datafusion_strsim::levenshtein(name, c) <= 2
-        })
+        .filter(|c| datafusion::common::utils::datafusion_strsim::levenshtein(name, c) <= 2)
         .min_by_key(|c| datafusion::common::utils::datafusion_strsim::levenshtein(name, c))
         .map(|c| format!("; did you mean \"{c}\"?"))
         .unwrap_or_default()
@@ -306,7 +312,9 @@ fn suggestion<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{BooleanArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
+    use arrow::array::{
+        BooleanArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
+    };
 
     fn schema() -> EventSchema {
         EventSchema::new(vec![
@@ -323,10 +331,25 @@ mod tests {
             schema().to_arrow(),
             vec![
                 Arc::new(TimestampMillisecondArray::from(vec![1, 2, 3, 4])),
-                Arc::new(StringArray::from(vec![Some("a"), Some("b"), None, Some("a")])),
-                Arc::new(Float64Array::from(vec![Some(0.25), Some(1.0), Some(4.0), None])),
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    Some("b"),
+                    None,
+                    Some("a"),
+                ])),
+                Arc::new(Float64Array::from(vec![
+                    Some(0.25),
+                    Some(1.0),
+                    Some(4.0),
+                    None,
+                ])),
                 Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
-                Arc::new(BooleanArray::from(vec![Some(true), None, Some(false), Some(true)])),
+                Arc::new(BooleanArray::from(vec![
+                    Some(true),
+                    None,
+                    Some(false),
+                    Some(true),
+                ])),
             ],
         )
         .unwrap()
@@ -348,7 +371,8 @@ mod tests {
 
     #[test]
     fn filter_coerces_integer_literals_and_keeps_true_rows() {
-        let f = CompiledFilter::new(&schema(), "value > 0.5 AND device = 'b' OR count = 3").unwrap();
+        let f =
+            CompiledFilter::new(&schema(), "value > 0.5 AND device = 'b' OR count = 3").unwrap();
         let out = f.apply(&batch()).unwrap();
         // row 2: 1.0 > 0.5 and b; row 3: count = 3 (device null, value 4.0 > 0.5 but null = 'b')
         assert_eq!(ts(&out), vec![2, 3]);
@@ -366,14 +390,21 @@ mod tests {
 
     #[test]
     fn filter_on_timestamps_and_functions() {
-        let f = CompiledFilter::new(&schema(), "ts >= to_timestamp_millis(3) AND upper(device) IS NULL").unwrap();
+        let f = CompiledFilter::new(
+            &schema(),
+            "ts >= to_timestamp_millis(3) AND upper(device) IS NULL",
+        )
+        .unwrap();
         assert_eq!(ts(&f.apply(&batch()).unwrap()), vec![3]);
     }
 
     #[test]
     fn filter_rejects_non_boolean_expressions() {
         let msg = user_message(CompiledFilter::new(&schema(), "value * 2").unwrap_err());
-        assert!(msg.contains("must be boolean") && msg.contains("f64"), "{msg}");
+        assert!(
+            msg.contains("must be boolean") && msg.contains("f64"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -387,7 +418,10 @@ mod tests {
     #[test]
     fn filter_reports_syntax_and_type_errors() {
         let msg = user_message(CompiledFilter::new(&schema(), "value >").unwrap_err());
-        assert!(!msg.is_empty() && !msg.starts_with("Error during planning"), "{msg}");
+        assert!(
+            !msg.is_empty() && !msg.starts_with("Error during planning"),
+            "{msg}"
+        );
         let msg = user_message(CompiledFilter::new(&schema(), "ok + device > 1").unwrap_err());
         assert!(msg.to_lowercase().contains("boolean"), "{msg}");
     }
@@ -406,10 +440,18 @@ mod tests {
         );
         let out = m.apply(&batch()).unwrap();
         assert_eq!(out.schema(), m.output_schema().to_arrow());
-        let value = out.column(2).as_primitive::<arrow::datatypes::Float64Type>();
-        assert_eq!(value.iter().collect::<Vec<_>>(), vec![Some(0.5), Some(2.0), Some(8.0), None]);
+        let value = out
+            .column(2)
+            .as_primitive::<arrow::datatypes::Float64Type>();
+        assert_eq!(
+            value.iter().collect::<Vec<_>>(),
+            vec![Some(0.5), Some(2.0), Some(8.0), None]
+        );
         let alarm = out.column(4).as_boolean();
-        assert_eq!(alarm.iter().collect::<Vec<_>>(), vec![Some(false), Some(false), Some(true), None]);
+        assert_eq!(
+            alarm.iter().collect::<Vec<_>>(),
+            vec![Some(false), Some(false), Some(true), None]
+        );
         let label = out.column(5).as_string::<i32>();
         assert_eq!(label.value(0), "a!");
     }
@@ -432,7 +474,10 @@ mod tests {
     fn map_rejects_types_a_stream_cannot_carry() {
         let fields = vec![("u".to_owned(), "CAST(count AS BIGINT UNSIGNED)".to_owned())];
         let msg = user_message(CompiledMap::new(&schema(), &fields, &[]).unwrap_err());
-        assert!(msg.starts_with("field \"u\":") && msg.contains("UInt64"), "{msg}");
+        assert!(
+            msg.starts_with("field \"u\":") && msg.contains("UInt64"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -441,9 +486,16 @@ mod tests {
             ("a".to_owned(), "nope + 1".to_owned()),
             ("b".to_owned(), "value +".to_owned()),
         ];
-        let msg = user_message(CompiledMap::new(&schema(), &fields, &["devce".to_owned()]).unwrap_err());
-        assert!(msg.contains("field \"a\"") && msg.contains("field \"b\""), "{msg}");
-        assert!(msg.contains("cannot drop unknown field \"devce\"; did you mean \"device\"?"), "{msg}");
+        let msg =
+            user_message(CompiledMap::new(&schema(), &fields, &["devce".to_owned()]).unwrap_err());
+        assert!(
+            msg.contains("field \"a\"") && msg.contains("field \"b\""),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("cannot drop unknown field \"devce\"; did you mean \"device\"?"),
+            "{msg}"
+        );
     }
 
     #[test]

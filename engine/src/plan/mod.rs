@@ -8,11 +8,11 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use edgeflow_operators::OperatorError;
 use edgeflow_operators::expr::{CompiledFilter, CompiledMap};
 use edgeflow_operators::schema::{EventSchema, FieldType};
-use edgeflow_operators::OperatorError;
 
-use crate::spec::{self, did_you_mean, Diagnostics, NodeSpec, PipelineSpec, Pos, Reporter};
+use crate::spec::{self, Diagnostics, NodeSpec, PipelineSpec, Pos, Reporter, did_you_mean};
 pub use crate::spec::{
     AggregateSetting, DetectMethod, DetectSettings, FileFormatName, FileSourceSettings,
     GeneratorSettings, Operator, Placement, Port, SinkFormat, StreamRef, WindowSettings,
@@ -99,9 +99,39 @@ impl Plan {
     }
 }
 
-/// Loads the pipeline file at `path` and compiles it.
+/// Loads the pipeline file at `path` and compiles it, reporting spec, graph and expression
+/// problems together (environment from the process, paths relative to the file).
 pub fn load_plan(path: &Path) -> Result<Plan, Diagnostics> {
-    compile(&spec::load(path)?)
+    let file = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            let mut r = Reporter::new(&file);
+            r.error(
+                Pos { line: 1, column: 1 },
+                format!("cannot read the pipeline file: {e}"),
+                None,
+            );
+            return Err(r.finish());
+        }
+    };
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    plan_with(&file, &text, &dir, &|name| std::env::var(name).ok())
+}
+
+/// Parses and compiles pipeline text, collecting every problem of every stage.
+pub fn plan_with(
+    file_name: &str,
+    text: &str,
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, Diagnostics> {
+    let (spec, mut r) = spec::parse_partial(file_name, text, dir, env);
+    let plan = spec.and_then(|s| compile_into(&s, &mut r));
+    match plan {
+        Some(plan) if r.is_empty() => Ok(plan),
+        _ => Err(r.finish()),
+    }
 }
 
 /// The topic name of a stream.
@@ -112,11 +142,15 @@ pub fn topic_name(pipeline: &str, stream: &StreamRef) -> String {
 /// The placement a kind gets when none is written and its inputs are at `inputs`.
 pub fn default_placement(op: &Operator, inputs: impl IntoIterator<Item = Placement>) -> Placement {
     match op {
-        Operator::Generator(_) | Operator::FileSource(_) | Operator::Detect(_) | Operator::Window(_) => {
-            Placement::Edge
-        }
+        Operator::Generator(_)
+        | Operator::FileSource(_)
+        | Operator::Detect(_)
+        | Operator::Window(_) => Placement::Edge,
         Operator::Table { .. } => Placement::Cloud,
-        Operator::Filter { .. } | Operator::Map { .. } | Operator::FileSink { .. } | Operator::Stdout { .. } => {
+        Operator::Filter { .. }
+        | Operator::Map { .. }
+        | Operator::FileSink { .. }
+        | Operator::Stdout { .. } => {
             if inputs.into_iter().any(|p| p == Placement::Cloud) {
                 Placement::Cloud
             } else {
@@ -136,6 +170,15 @@ struct StreamInfo {
 /// Checks the graph, schemas, expressions and placements of `spec` and builds the plan.
 pub fn compile(spec: &PipelineSpec) -> Result<Plan, Diagnostics> {
     let mut r = Reporter::new(&spec.file);
+    match compile_into(spec, &mut r) {
+        Some(plan) if r.is_empty() => Ok(plan),
+        _ => Err(r.finish()),
+    }
+}
+
+/// Compiles `spec`, adding problems to `r`; `None` when any problem was found.
+fn compile_into(spec: &PipelineSpec, r: &mut Reporter) -> Option<Plan> {
+    let before = r.len();
     let index: HashMap<&str, usize> = spec
         .nodes
         .iter()
@@ -150,15 +193,18 @@ pub fn compile(spec: &PipelineSpec) -> Result<Plan, Diagnostics> {
         let mut resolved = Vec::new();
         for (stream, pos) in &node.inputs {
             match index.get(stream.node.as_str()) {
+                None if spec.broken.contains(&stream.node) => broken[i] = true,
                 None => {
                     broken[i] = true;
-                    unknown_input(&mut r, spec, node, stream, *pos);
+                    unknown_input(r, spec, node, stream, *pos);
                 }
                 Some(&j) => {
                     let producer = &spec.nodes[j];
                     let is_sink = matches!(
                         producer.operator,
-                        Operator::Table { .. } | Operator::FileSink { .. } | Operator::Stdout { .. }
+                        Operator::Table { .. }
+                            | Operator::FileSink { .. }
+                            | Operator::Stdout { .. }
                     );
                     if is_sink {
                         broken[i] = true;
@@ -192,7 +238,7 @@ pub fn compile(spec: &PipelineSpec) -> Result<Plan, Diagnostics> {
     }
 
     // 2. Order the graph; report cycles.
-    let order = topological_order(&mut r, spec, &inputs, &mut broken);
+    let order = topological_order(r, spec, &inputs, &mut broken);
 
     // 3. Schemas, time fields, expressions, placement, in order.
     let mut streams: HashMap<StreamRef, StreamInfo> = HashMap::new();
@@ -228,7 +274,7 @@ pub fn compile(spec: &PipelineSpec) -> Result<Plan, Diagnostics> {
             }
         }
 
-        let input = match common_input(&mut r, node, ins, &streams) {
+        let input = match common_input(r, node, ins, &streams) {
             Some(x) => x,
             None if ins.is_empty() => StreamInfo {
                 schema: EventSchema::default(),
@@ -236,7 +282,7 @@ pub fn compile(spec: &PipelineSpec) -> Result<Plan, Diagnostics> {
             },
             None => continue,
         };
-        let Some((operator, output, late)) = type_node(&mut r, node, &input) else {
+        let Some((operator, output, late)) = type_node(r, node, &input) else {
             continue;
         };
         let time_field = output.as_ref().map(|o| o.time_field.clone());
@@ -267,8 +313,8 @@ pub fn compile(spec: &PipelineSpec) -> Result<Plan, Diagnostics> {
         });
     }
 
-    if !r.is_empty() {
-        return Err(r.finish());
+    if r.len() > before {
+        return None;
     }
 
     // 4. The cut.
@@ -305,15 +351,25 @@ pub fn compile(spec: &PipelineSpec) -> Result<Plan, Diagnostics> {
         .collect();
     topics.sort_by_key(|t| (position.get(t.stream.node.as_str()).copied(), t.stream.port));
 
-    Ok(Plan {
+    Some(Plan {
         pipeline: spec.pipeline.clone(),
         nodes,
         topics,
     })
 }
 
-fn unknown_input(r: &mut Reporter, spec: &PipelineSpec, node: &NodeSpec, stream: &StreamRef, pos: Pos) {
-    let ids = spec.nodes.iter().map(|n| n.id.as_str()).filter(|id| *id != node.id);
+fn unknown_input(
+    r: &mut Reporter,
+    spec: &PipelineSpec,
+    node: &NodeSpec,
+    stream: &StreamRef,
+    pos: Pos,
+) {
+    let ids = spec
+        .nodes
+        .iter()
+        .map(|n| n.id.as_str())
+        .filter(|id| *id != node.id);
     match did_you_mean(&stream.node, ids) {
         Some(m) => {
             let suggestion = StreamRef {
@@ -409,7 +465,10 @@ fn topological_order(
         r.error(
             head.pos,
             format!("node \"{}\": cycle: {}", head.id, names.join(" -> ")),
-            Some("a pipeline must be acyclic; only control arcs (cloud -> edge) may loop back".into()),
+            Some(
+                "a pipeline must be acyclic; only control arcs (cloud -> edge) may loop back"
+                    .into(),
+            ),
         );
     }
     order
@@ -483,18 +542,21 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
     };
     // Whether every check passed; a Cell so the field checker and the arms can both clear it.
     let ok = Cell::new(true);
-    let check_field = |r: &mut Reporter, path: &str, setting: &str, name: &str| -> Option<FieldType> {
-        let t = schema.field_type(name);
-        if t.is_none() {
-            ok.set(false);
-            r.error(
-                node.pos_of(path),
-                format!("node \"{id}\": field \"{setting}\": the input has no field \"{name}\""),
-                Some(field_hint(name, schema)),
-            );
-        }
-        t
-    };
+    let check_field =
+        |r: &mut Reporter, path: &str, setting: &str, name: &str| -> Option<FieldType> {
+            let t = schema.field_type(name);
+            if t.is_none() {
+                ok.set(false);
+                r.error(
+                    node.pos_of(path),
+                    format!(
+                        "node \"{id}\": field \"{setting}\": the input has no field \"{name}\""
+                    ),
+                    Some(field_hint(name, schema)),
+                );
+            }
+            t
+        };
     let result = match &node.operator {
         Operator::Generator(g) => (
             node.operator.clone(),
@@ -552,7 +614,9 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
                     fields_ok = false;
                     r.error(
                         node.pos_of(&format!("drop[{i}]")),
-                        format!("node \"{id}\": field \"drop\": cannot drop the time field \"{d}\""),
+                        format!(
+                            "node \"{id}\": field \"drop\": cannot drop the time field \"{d}\""
+                        ),
                         Some("the event-time field must survive a map".into()),
                     );
                 }
@@ -626,7 +690,8 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
             // time field, which every event has.
             let time_field = w.time_field.clone();
             for a in &mut w.aggregates {
-                if a.func == "count" && a.output == "count" && schema.field_type(&a.field).is_none() {
+                if a.func == "count" && a.output == "count" && schema.field_type(&a.field).is_none()
+                {
                     a.field = time_field.clone();
                 }
             }

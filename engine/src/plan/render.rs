@@ -7,7 +7,12 @@ use crate::spec::FileFormatName;
 
 /// A duration in the largest unit that divides it exactly, as the spec language writes it.
 fn duration(ms: i64) -> String {
-    for (unit, factor) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, factor) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms != 0 && ms % factor == 0 {
             return format!("{}{unit}", ms / factor);
         }
@@ -62,7 +67,11 @@ fn settings(op: &Operator) -> String {
             let shape = if w.slide_ms == w.size_ms {
                 format!("tumbling {}", duration(w.size_ms))
             } else {
-                format!("hopping {} every {}", duration(w.size_ms), duration(w.slide_ms))
+                format!(
+                    "hopping {} every {}",
+                    duration(w.size_ms),
+                    duration(w.slide_ms)
+                )
             };
             let aggs: Vec<String> = w
                 .aggregates
@@ -143,8 +152,14 @@ impl Plan {
             "pipeline {}: {} nodes ({} edge, {} cloud), {} cut topic{}",
             self.pipeline,
             self.nodes.len(),
-            self.nodes.iter().filter(|n| n.placement == Placement::Edge).count(),
-            self.nodes.iter().filter(|n| n.placement == Placement::Cloud).count(),
+            self.nodes
+                .iter()
+                .filter(|n| n.placement == Placement::Edge)
+                .count(),
+            self.nodes
+                .iter()
+                .filter(|n| n.placement == Placement::Cloud)
+                .count(),
             self.topics.len(),
             if self.topics.len() == 1 { "" } else { "s" }
         );
@@ -163,13 +178,12 @@ impl Plan {
                     let _ = writeln!(out, "  in: {}", node.schema);
                 }
             }
-            if let Operator::Window(w) = &node.operator {
-                if let Some((schema, _)) = self.stream(&StreamRef {
-                    node: node.id.clone(),
-                    port: Port::Late,
-                }) {
-                    let _ = writeln!(out, "  late: {schema} time {}", w.time_field);
-                }
+            let late = StreamRef {
+                node: node.id.clone(),
+                port: Port::Late,
+            };
+            if let (Operator::Window(w), Some((schema, _))) = (&node.operator, self.stream(&late)) {
+                let _ = writeln!(out, "  late: {schema} time {}", w.time_field);
             }
         }
         let _ = writeln!(out, "\ncut:");
@@ -195,7 +209,11 @@ impl Plan {
         let _ = writeln!(out, "  rankdir=LR;");
         let _ = writeln!(out, "  node [shape=box, style=rounded];");
         for placement in [Placement::Edge, Placement::Cloud] {
-            let members: Vec<&PlanNode> = self.nodes.iter().filter(|n| n.placement == placement).collect();
+            let members: Vec<&PlanNode> = self
+                .nodes
+                .iter()
+                .filter(|n| n.placement == placement)
+                .collect();
             if members.is_empty() {
                 continue;
             }
@@ -208,11 +226,13 @@ impl Plan {
         }
         for consumer in &self.nodes {
             for stream in &consumer.inputs {
-                let cut = self
-                    .node(&stream.node)
-                    .is_some_and(|p| p.placement == Placement::Edge && consumer.placement == Placement::Cloud);
+                let cut = self.node(&stream.node).is_some_and(|p| {
+                    p.placement == Placement::Edge && consumer.placement == Placement::Cloud
+                });
                 let attrs = match (arc_label(self, stream, consumer), cut) {
-                    (Some(l), true) => format!(" [label=\"{}\", style=bold, color=red]", escape(&l)),
+                    (Some(l), true) => {
+                        format!(" [label=\"{}\", style=bold, color=red]", escape(&l))
+                    }
                     (Some(l), false) => format!(" [label=\"{}\", style=dashed]", escape(&l)),
                     (None, _) => String::new(),
                 };
@@ -229,7 +249,11 @@ impl Plan {
         let id = |s: &str| format!("n_{s}");
         let mut out = String::from("flowchart LR\n");
         for placement in [Placement::Edge, Placement::Cloud] {
-            let members: Vec<&PlanNode> = self.nodes.iter().filter(|n| n.placement == placement).collect();
+            let members: Vec<&PlanNode> = self
+                .nodes
+                .iter()
+                .filter(|n| n.placement == placement)
+                .collect();
             if members.is_empty() {
                 continue;
             }
@@ -241,9 +265,9 @@ impl Plan {
         }
         for consumer in &self.nodes {
             for stream in &consumer.inputs {
-                let cut = self
-                    .node(&stream.node)
-                    .is_some_and(|p| p.placement == Placement::Edge && consumer.placement == Placement::Cloud);
+                let cut = self.node(&stream.node).is_some_and(|p| {
+                    p.placement == Placement::Edge && consumer.placement == Placement::Cloud
+                });
                 let (from, to) = (id(&stream.node), id(&consumer.id));
                 let _ = match (arc_label(self, stream, consumer), cut) {
                     (Some(l), true) => writeln!(out, "  {from} ==>|\"{l}\"| {to}"),

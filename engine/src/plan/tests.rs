@@ -35,7 +35,12 @@ nodes:
 fn quickstart_schemas_placements_and_cut() {
     let p = plan(QUICKSTART).unwrap();
     let ids: Vec<&str> = p.nodes.iter().map(|n| n.id.as_str()).collect();
-    assert_eq!(ids, vec!["sensors", "hot", "scaled", "per_sec", "late_log", "spikes", "fleet", "alerts"]);
+    assert_eq!(
+        ids,
+        vec![
+            "sensors", "hot", "scaled", "per_sec", "late_log", "spikes", "fleet", "alerts"
+        ]
+    );
     let scaled = p.node("scaled").unwrap();
     assert_eq!(
         scaled.schema.to_string(),
@@ -48,7 +53,9 @@ fn quickstart_schemas_placements_and_cut() {
          count: i64, min: f64, max: f64, mean: f64, stddev: f64, p95: f64, max_value: f64 }"
     );
     assert_eq!(per_sec.time_field.as_deref(), Some("window_start"));
-    let Operator::Window(w) = &per_sec.operator else { panic!() };
+    let Operator::Window(w) = &per_sec.operator else {
+        panic!()
+    };
     assert_eq!(w.time_field, "ts");
     let spikes = p.node("spikes").unwrap();
     assert_eq!(spikes.schema.fields().last().unwrap().0, "reason");
@@ -66,7 +73,10 @@ fn quickstart_schemas_placements_and_cut() {
     assert_eq!(p.topics[0].name, "quickstart.per_sec");
     assert_eq!(p.topics[0].consumers, vec!["fleet"]);
     assert_eq!(p.topics[0].time_field, "window_start");
-    assert!(p.render_text().contains("edge per_sec --[quickstart.per_sec]--> cloud fleet"));
+    assert!(
+        p.render_text()
+            .contains("edge per_sec --[quickstart.per_sec]--> cloud fleet")
+    );
 }
 
 #[test]
@@ -81,7 +91,12 @@ fn placement_inherits_cloud_from_any_input_and_late_topics_are_named() {
     assert_eq!(p.node("f").unwrap().placement, Placement::Cloud);
     let names: Vec<&str> = p.topics.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, vec!["x.g", "x.w", "x.w.late"]);
-    let late = p.topic(&StreamRef { node: "w".into(), port: Port::Late }).unwrap();
+    let late = p
+        .topic(&StreamRef {
+            node: "w".into(),
+            port: Port::Late,
+        })
+        .unwrap();
     assert_eq!(late.time_field, "ts");
     assert_eq!(late.schema, p.node("g").unwrap().schema);
 }
@@ -95,66 +110,120 @@ fn one_topic_per_stream_with_every_consumer() {
 
 #[test]
 fn edge_node_may_not_read_the_cloud() {
-    let e = errors("pipeline: x\nnodes:\n  g: { kind: generator }\n  c: { kind: filter, inputs: [g], where: \"true\", placement: cloud }\n  d: { kind: detect, inputs: [c], method: zscore }\n");
+    let e = errors(
+        "pipeline: x\nnodes:\n  g: { kind: generator }\n  c: { kind: filter, inputs: [g], where: \"true\", placement: cloud }\n  d: { kind: detect, inputs: [c], method: zscore }\n",
+    );
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].starts_with("p.yaml:5:31: error: node \"d\" runs at the edge but reads \"c\", which runs in the cloud"), "{e:?}");
-    assert!(e[0].contains("only control arcs may flow cloud -> edge"), "{e:?}");
+    assert!(
+        e[0].contains("only control arcs may flow cloud -> edge"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn unknown_input_suggests_the_closest_node() {
-    let e = errors("pipeline: x\nnodes:\n  sensors: { kind: generator }\n  t: { kind: table, inputs: [sensor] }\n  u: { kind: table, inputs: [zzz] }\n");
+    let e = errors(
+        "pipeline: x\nnodes:\n  sensors: { kind: generator }\n  t: { kind: table, inputs: [sensor] }\n  u: { kind: table, inputs: [zzz] }\n",
+    );
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(e[0].starts_with("p.yaml:4:30: error: node \"t\": unknown input \"sensor\"; did you mean \"sensors\"?"), "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "p.yaml:4:30: error: node \"t\": unknown input \"sensor\"; did you mean \"sensors\"?"
+        ),
+        "{e:?}"
+    );
     assert!(e[1].contains("= help: nodes are: sensors, t, u"), "{e:?}");
 }
 
 #[test]
 fn late_only_from_windows_and_sinks_have_no_output() {
-    let e = errors("pipeline: x\nnodes:\n  g: { kind: generator }\n  t: { kind: table, inputs: [g] }\n  a: { kind: stdout, inputs: [g.late] }\n  b: { kind: stdout, inputs: [t] }\n");
+    let e = errors(
+        "pipeline: x\nnodes:\n  g: { kind: generator }\n  t: { kind: table, inputs: [g] }\n  a: { kind: stdout, inputs: [g.late] }\n  b: { kind: stdout, inputs: [t] }\n",
+    );
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(e[0].contains("only window nodes have a late output"), "{e:?}");
-    assert!(e[1].contains("is a table sink, which has no output"), "{e:?}");
+    assert!(
+        e[0].contains("only window nodes have a late output"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].contains("is a table sink, which has no output"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn cycles_are_reported_once_with_their_nodes() {
-    let e = errors("pipeline: x\nnodes:\n  g: { kind: generator }\n  a: { kind: filter, inputs: [g, c], where: \"true\" }\n  b: { kind: filter, inputs: [a], where: \"true\" }\n  c: { kind: filter, inputs: [b], where: \"true\" }\n  d: { kind: stdout, inputs: [c] }\n  s: { kind: filter, inputs: [s], where: \"true\" }\n");
+    let e = errors(
+        "pipeline: x\nnodes:\n  g: { kind: generator }\n  a: { kind: filter, inputs: [g, c], where: \"true\" }\n  b: { kind: filter, inputs: [a], where: \"true\" }\n  c: { kind: filter, inputs: [b], where: \"true\" }\n  d: { kind: stdout, inputs: [c] }\n  s: { kind: filter, inputs: [s], where: \"true\" }\n",
+    );
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(e[0].starts_with("p.yaml:4:3: error: node \"a\": cycle: a -> b -> c -> a"), "{e:?}");
+    assert!(
+        e[0].starts_with("p.yaml:4:3: error: node \"a\": cycle: a -> b -> c -> a"),
+        "{e:?}"
+    );
     assert!(e[1].contains("node \"s\": cycle: s -> s"), "{e:?}");
 }
 
 #[test]
 fn inputs_must_share_a_schema() {
-    let e = errors("pipeline: x\nnodes:\n  g: { kind: generator }\n  h: { kind: generator, ground_truth: true }\n  u: { kind: stdout, inputs: [g, h] }\n");
+    let e = errors(
+        "pipeline: x\nnodes:\n  g: { kind: generator }\n  h: { kind: generator, ground_truth: true }\n  u: { kind: stdout, inputs: [g, h] }\n",
+    );
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].contains("input \"h\" has schema"), "{e:?}");
 }
 
 #[test]
 fn expression_errors_point_at_the_expression() {
-    let e = errors("pipeline: x\nnodes:\n  g: { kind: generator }\n  f: { kind: filter, inputs: [g], where: \"value + 1\" }\n  m: { kind: map, inputs: [g], fields: { a: \"valu * 2\", ts: \"value\" } }\n");
+    let e = errors(
+        "pipeline: x\nnodes:\n  g: { kind: generator }\n  f: { kind: filter, inputs: [g], where: \"value + 1\" }\n  m: { kind: map, inputs: [g], fields: { a: \"valu * 2\", ts: \"value\" } }\n",
+    );
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(e[0].starts_with("p.yaml:4:42: error: node \"f\": field \"where\": filter expression must be boolean"), "{e:?}");
-    assert!(e[1].starts_with("p.yaml:5:45: error: node \"m\": field \"fields.a\": No field named valu"), "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "p.yaml:4:42: error: node \"f\": field \"where\": filter expression must be boolean"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("p.yaml:5:45: error: node \"m\": field \"fields.a\": No field named valu"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn map_must_keep_the_time_field() {
-    let e = errors("pipeline: x\nnodes:\n  g: { kind: generator }\n  m: { kind: map, inputs: [g], fields: { v: \"1\" }, drop: [ts] }\n  n: { kind: map, inputs: [g], fields: { ts: \"value\" } }\n");
+    let e = errors(
+        "pipeline: x\nnodes:\n  g: { kind: generator }\n  m: { kind: map, inputs: [g], fields: { v: \"1\" }, drop: [ts] }\n  n: { kind: map, inputs: [g], fields: { ts: \"value\" } }\n",
+    );
     assert_eq!(e.len(), 2, "{e:?}");
     assert!(e[0].contains("cannot drop the time field \"ts\""), "{e:?}");
-    assert!(e[1].contains("the time field \"ts\" must stay timestamp_ms, but the map makes it f64"), "{e:?}");
+    assert!(
+        e[1].contains("the time field \"ts\" must stay timestamp_ms, but the map makes it f64"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn field_references_are_checked_against_the_input() {
-    let e = errors("pipeline: x\nnodes:\n  g: { kind: generator }\n  w: { kind: window, inputs: [g], key: [devce], size: 1s, aggregates: [count, \"mean(site)\"] }\n  d: { kind: detect, inputs: [g], value: sensor, method: zscore }\n");
+    let e = errors(
+        "pipeline: x\nnodes:\n  g: { kind: generator }\n  w: { kind: window, inputs: [g], key: [devce], size: 1s, aggregates: [count, \"mean(site)\"] }\n  d: { kind: detect, inputs: [g], value: sensor, method: zscore }\n",
+    );
     assert_eq!(e.len(), 3, "{e:?}");
-    assert!(e[0].contains("field \"key\": the input has no field \"devce\"") && e[0].contains("did you mean \"device\"?"), "{e:?}");
-    assert!(e[1].contains("mean needs an i64 or f64 field, but \"site\" is string"), "{e:?}");
-    assert!(e[2].contains("\"sensor\" is string, but a detector needs i64 or f64"), "{e:?}");
+    assert!(
+        e[0].contains("field \"key\": the input has no field \"devce\"")
+            && e[0].contains("did you mean \"device\"?"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].contains("mean needs an i64 or f64 field, but \"site\" is string"),
+        "{e:?}"
+    );
+    assert!(
+        e[2].contains("\"sensor\" is string, but a detector needs i64 or f64"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -172,10 +241,27 @@ fn hopping_window_over_a_file_source() {
 fn renderers_show_clusters_and_cut_labels() {
     let p = plan(QUICKSTART).unwrap();
     let dot = p.render_dot();
-    assert!(dot.contains("subgraph cluster_edge") && dot.contains("subgraph cluster_cloud"), "{dot}");
-    assert!(dot.contains("\"per_sec\" -> \"fleet\" [label=\"quickstart.per_sec\", style=bold, color=red];"), "{dot}");
-    assert!(dot.contains("\"per_sec\" -> \"late_log\" [label=\"late\", style=dashed];"), "{dot}");
+    assert!(
+        dot.contains("subgraph cluster_edge") && dot.contains("subgraph cluster_cloud"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains(
+            "\"per_sec\" -> \"fleet\" [label=\"quickstart.per_sec\", style=bold, color=red];"
+        ),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("\"per_sec\" -> \"late_log\" [label=\"late\", style=dashed];"),
+        "{dot}"
+    );
     let mermaid = p.render_mermaid();
-    assert!(mermaid.starts_with("flowchart LR\n  subgraph edge_side [edge]"), "{mermaid}");
-    assert!(mermaid.contains("n_per_sec ==>|\"quickstart.per_sec\"| n_fleet"), "{mermaid}");
+    assert!(
+        mermaid.starts_with("flowchart LR\n  subgraph edge_side [edge]"),
+        "{mermaid}"
+    );
+    assert!(
+        mermaid.contains("n_per_sec ==>|\"quickstart.per_sec\"| n_fleet"),
+        "{mermaid}"
+    );
 }

@@ -84,7 +84,7 @@ pub fn produce(
             for batch in data.drain(..) {
                 let sent = encode_batch(&batch)
                     .map_err(|e| error_chain(&e))
-                    .and_then(|payload| writer.send(FrameKind::Data, watermark.min(*cap.time()), payload));
+                    .and_then(|payload| writer.send(FrameKind::Data, cap.least().map_or(watermark, |t| watermark.min(*t)), payload));
                 if let Err(e) = sent {
                     ctx.fail(format!("topic {topic_name}: {e}"));
                 }

@@ -21,7 +21,7 @@ pub fn partition_by_key(batch: &RecordBatch, key: &[String], peers: usize) -> Ve
     let columns: Vec<ArrayRef> = key.iter().filter_map(|k| batch.column_by_name(k).cloned()).collect();
     let mut hashes = vec![0u64; batch.num_rows()];
     if !columns.is_empty()
-        && create_hashes(&columns, &RandomState::with_seed(KEY_HASH_SEED as usize), &mut hashes).is_err()
+        && create_hashes(&columns, &RandomState::with_seed(KEY_HASH_SEED), &mut hashes).is_err()
     {
         hashes.fill(0);
     }
@@ -81,7 +81,7 @@ pub fn exchange_by_key<'scope>(stream: BatchStream<'scope>, key: &[String], node
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{Int64Array, StringArray};
+    use arrow::array::{Array, Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;

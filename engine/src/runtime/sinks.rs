@@ -33,7 +33,8 @@ pub fn table(stream: BatchStream, node: &PlanNode, name: &str, env: &BuildEnv) -
                 let started = Instant::now();
                 metrics.batches_in.inc();
                 metrics.events_in.inc_by(batch.num_rows() as u64);
-                table.append(*cap.time(), batch.0);
+                // A message without a time makes no progress claim; such rows are final at once.
+                table.append(cap.least().copied().unwrap_or(EventTime::MIN), batch.0);
                 metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
             }
         });
@@ -97,12 +98,14 @@ pub fn dead_letter_late(stream: BatchStream, node: &PlanNode, env: &BuildEnv) {
     stream.sink(Pipeline, &format!("late[{}]", node.id), move |(input, _frontier)| {
         input.for_each(|_cap, data| {
             for batch in data.drain(..) {
-                let reason = "late event: its window had already closed (see allowed_lateness)";
-                ctx.dead_letter(&metrics, &rows_as_dead_letters(&node_id, &batch, reason));
+                ctx.dead_letter(&metrics, &rows_as_dead_letters(&node_id, &batch, LATE_REASON));
             }
         });
     });
 }
+
+/// Why late rows nobody consumes are dead letters.
+pub const LATE_REASON: &str = "late event: its window had already closed (see allowed_lateness)";
 
 /// One dead letter per row, the row rendered as a JSON object.
 pub fn rows_as_dead_letters(node: &str, batch: &RecordBatch, reason: &str) -> Vec<DeadLetter> {

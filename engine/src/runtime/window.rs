@@ -18,7 +18,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use super::batch::{Batch, EventTime};
 use super::build::{BatchStream, BuildEnv, NodeOutputs};
 use super::exchange::exchange_by_key;
-use super::sinks::rows_as_dead_letters;
+use super::sinks::{LATE_REASON, rows_as_dead_letters};
 use super::sources::operator_name;
 use super::transforms::{error_chain, input_schema};
 use crate::error::EngineError;
@@ -79,7 +79,10 @@ pub fn window<'scope>(
                         Ok(outcome) => {
                             if let Some(rows) = outcome.late {
                                 metrics.late_events.inc_by(rows.num_rows() as u64);
-                                late.session(&cap.delayed(cap.time(), 1)).give(Batch(rows));
+                                match cap.least() {
+                                    Some(time) => late.session(&cap.delayed(time, 1)).give(Batch(rows)),
+                                    None => ctx.dead_letter(&metrics, &rows_as_dead_letters(&node_id, &rows, LATE_REASON)),
+                                }
                             }
                             if let Some((rows, reason)) = outcome.invalid {
                                 metrics.errors.inc();

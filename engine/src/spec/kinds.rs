@@ -57,7 +57,14 @@ pub const KINDS: &[KindInfo] = &[
     },
     KindInfo {
         name: "file",
-        settings: &["path", "format", "schema", "time_field", "header", "disorder"],
+        settings: &[
+            "path",
+            "format",
+            "schema",
+            "time_field",
+            "header",
+            "disorder",
+        ],
         role: Role::SourceOrSink,
     },
     KindInfo {
@@ -327,7 +334,10 @@ pub(crate) fn build_node(
     let Value::Map(entries) = &value.value else {
         r.error(
             value.pos,
-            format!("node \"{id}\": a node is a map with a `kind`, not {}", value.shape()),
+            format!(
+                "node \"{id}\": a node is a map with a `kind`, not {}",
+                value.shape()
+            ),
             None,
         );
         return None;
@@ -338,10 +348,15 @@ pub(crate) fn build_node(
         entries,
         positions: BTreeMap::new(),
         broken: false,
+        known: &[],
     };
 
     // kind
-    let kind_node = s.entries.iter().find(|(k, _)| k.name == "kind").map(|(_, v)| v);
+    let kind_node = s
+        .entries
+        .iter()
+        .find(|(k, _)| k.name == "kind")
+        .map(|(_, v)| v);
     let info = match kind_node {
         None => {
             s.r.error(
@@ -364,7 +379,9 @@ pub(crate) fn build_node(
                             format!("{msg}; did you mean \"{m}\"?"),
                             Some(format!("kinds are: {}", kind_names())),
                         ),
-                        None => s.r.error(k.pos, msg, Some(format!("kinds are: {}", kind_names()))),
+                        None => {
+                            s.r.error(k.pos, msg, Some(format!("kinds are: {}", kind_names())))
+                        }
                     }
                     None
                 }
@@ -384,6 +401,7 @@ pub(crate) fn build_node(
     });
     let description = s.string("description");
     let info = info?;
+    s.known = info.settings;
 
     let role = match info.role {
         Role::SourceOrSink if has_inputs_key => Role::Sink,
@@ -399,7 +417,10 @@ pub(crate) fn build_node(
         ),
         Role::Transform | Role::Sink if inputs.is_empty() && !s.broken => s.r.error(
             inputs_pos,
-            format!("node \"{id}\": a {} node needs at least one input", info.name),
+            format!(
+                "node \"{id}\": a {} node needs at least one input",
+                info.name
+            ),
             Some("add `inputs: [<node id>]`".into()),
         ),
         _ => {}
@@ -459,6 +480,8 @@ struct Settings<'a, 'r> {
     positions: BTreeMap<String, Pos>,
     /// Whether a setting was invalid (the node is then not planned).
     broken: bool,
+    /// The kind's settings, once the kind is known.
+    known: &'static [&'static str],
 }
 
 const DURATION_HINT: &str = "expected a duration like \"500ms\", \"1s\" or \"5m\"";
@@ -478,7 +501,13 @@ impl<'a> Settings<'a, '_> {
         }
     }
 
-    fn err(&mut self, pos: Pos, field: &str, message: impl std::fmt::Display, hint: Option<String>) {
+    fn err(
+        &mut self,
+        pos: Pos,
+        field: &str,
+        message: impl std::fmt::Display,
+        hint: Option<String>,
+    ) {
         self.broken = true;
         self.r.error(
             pos,
@@ -493,7 +522,15 @@ impl<'a> Settings<'a, '_> {
             .entries
             .iter()
             .any(|(k, v)| k.name == field && v.value == Value::Poisoned);
-        if poisoned {
+        // A misspelt key (`wher:`) is reported as unknown with "did you mean"; saying the
+        // field is missing too would be noise.
+        let misspelt = self.entries.iter().any(|(k, _)| {
+            let name = k.name.as_str();
+            !self.known.contains(&name)
+                && !COMMON_KEYS.contains(&name)
+                && did_you_mean(name, [field]).is_some()
+        });
+        if poisoned || misspelt {
             return;
         }
         let pos = self
@@ -516,7 +553,12 @@ impl<'a> Settings<'a, '_> {
         match v.as_scalar() {
             Some(s) => Some((s, v.pos)),
             None => {
-                self.err(v.pos, name, format!("expected a scalar, not {}", v.shape()), None);
+                self.err(
+                    v.pos,
+                    name,
+                    format!("expected a scalar, not {}", v.shape()),
+                    None,
+                );
                 None
             }
         }
@@ -538,7 +580,8 @@ impl<'a> Settings<'a, '_> {
     }
 
     fn u64(&mut self, name: &str, default: u64) -> u64 {
-        self.parsed(name, "a non-negative integer").map_or(default, |(v, _)| v)
+        self.parsed(name, "a non-negative integer")
+            .map_or(default, |(v, _)| v)
     }
 
     fn count(&mut self, name: &str, default: u32) -> u32 {
@@ -555,7 +598,12 @@ impl<'a> Settings<'a, '_> {
     fn f64(&mut self, name: &str) -> Option<f64> {
         let (v, pos) = self.parsed::<f64>(name, "a number")?;
         if !v.is_finite() {
-            self.err(pos, name, format!("expected a finite number, got \"{v}\""), None);
+            self.err(
+                pos,
+                name,
+                format!("expected a finite number, got \"{v}\""),
+                None,
+            );
             return None;
         }
         Some(v)
@@ -569,7 +617,12 @@ impl<'a> Settings<'a, '_> {
             "true" | "True" | "TRUE" => true,
             "false" | "False" | "FALSE" => false,
             _ => {
-                self.err(pos, name, format!("expected true or false, got \"{text}\""), None);
+                self.err(
+                    pos,
+                    name,
+                    format!("expected true or false, got \"{text}\""),
+                    None,
+                );
                 default
             }
         }
@@ -598,7 +651,12 @@ impl<'a> Settings<'a, '_> {
         match parse_duration_ms(text) {
             Ok(ms) => Some((ms, pos)),
             Err(hint) => {
-                self.err(pos, name, format!("invalid duration \"{text}\""), Some(hint));
+                self.err(
+                    pos,
+                    name,
+                    format!("invalid duration \"{text}\""),
+                    Some(hint),
+                );
                 None
             }
         }
@@ -624,7 +682,12 @@ impl<'a> Settings<'a, '_> {
     fn list(&mut self, name: &str) -> Option<Vec<(String, Pos)>> {
         let v = self.get(name)?;
         let Value::Seq(items) = &v.value else {
-            self.err(v.pos, name, format!("expected a list, not {}", v.shape()), Some(format!("write `{name}: [a, b]`")));
+            self.err(
+                v.pos,
+                name,
+                format!("expected a list, not {}", v.shape()),
+                Some(format!("write `{name}: [a, b]`")),
+            );
             return None;
         };
         let mut out = Vec::new();
@@ -635,7 +698,12 @@ impl<'a> Settings<'a, '_> {
                     out.push((s.to_owned(), item.pos));
                 }
                 None if item.value == Value::Poisoned => self.broken = true,
-                None => self.err(item.pos, name, format!("list items must be scalars, not {}", item.shape()), None),
+                None => self.err(
+                    item.pos,
+                    name,
+                    format!("list items must be scalars, not {}", item.shape()),
+                    None,
+                ),
             }
         }
         Some(out)
@@ -723,7 +791,12 @@ impl<'a> Settings<'a, '_> {
             Some(v) if (0.0..=1.0).contains(&v) => v,
             Some(v) => {
                 let pos = self.positions["anomaly_rate"];
-                self.err(pos, "anomaly_rate", format!("must be between 0 and 1, got {v}"), None);
+                self.err(
+                    pos,
+                    "anomaly_rate",
+                    format!("must be between 0 and 1, got {v}"),
+                    None,
+                );
                 0.0
             }
         };
@@ -739,8 +812,18 @@ impl<'a> Settings<'a, '_> {
                     } else {
                         let hint = Some(format!("shapes are: {}", ANOMALY_SHAPES.join(", ")));
                         match did_you_mean(&s, ANOMALY_SHAPES.iter().copied()) {
-                            Some(m) => self.err(pos, "anomaly_shapes", format!("unknown shape \"{s}\"; did you mean \"{m}\"?"), hint),
-                            None => self.err(pos, "anomaly_shapes", format!("unknown shape \"{s}\""), hint),
+                            Some(m) => self.err(
+                                pos,
+                                "anomaly_shapes",
+                                format!("unknown shape \"{s}\"; did you mean \"{m}\"?"),
+                                hint,
+                            ),
+                            None => self.err(
+                                pos,
+                                "anomaly_shapes",
+                                format!("unknown shape \"{s}\""),
+                                hint,
+                            ),
                         }
                     }
                 }
@@ -781,7 +864,10 @@ impl<'a> Settings<'a, '_> {
         if self.get("format").is_some() {
             return self.choice("format", formats);
         }
-        let ext = Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or_default();
+        let ext = Path::new(path)
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
         let from_ext = match ext {
             "csv" => Some("csv"),
             "jsonl" | "ndjson" | "json" => Some("jsonl"),
@@ -844,7 +930,10 @@ impl<'a> Settings<'a, '_> {
                 s
             }
             None => {
-                self.missing("schema", "a file source needs `schema:` (a schema name or an inline map)");
+                self.missing(
+                    "schema",
+                    "a file source needs `schema:` (a schema name or an inline map)",
+                );
                 None
             }
         };
@@ -852,16 +941,37 @@ impl<'a> Settings<'a, '_> {
         match schema.field_type(&time_field) {
             Some(FieldType::TimestampMs) => {}
             Some(t) => {
-                let pos = self.positions.get("time_field").copied().unwrap_or(self.positions["schema"]);
-                self.err(pos, "time_field", format!("\"{time_field}\" has type {t}, not timestamp_ms"), None);
+                let pos = self
+                    .positions
+                    .get("time_field")
+                    .copied()
+                    .unwrap_or(self.positions["schema"]);
+                self.err(
+                    pos,
+                    "time_field",
+                    format!("\"{time_field}\" has type {t}, not timestamp_ms"),
+                    None,
+                );
             }
             None => {
-                let pos = self.positions.get("time_field").copied().unwrap_or(self.positions["schema"]);
+                let pos = self
+                    .positions
+                    .get("time_field")
+                    .copied()
+                    .unwrap_or(self.positions["schema"]);
                 let hint = match did_you_mean(&time_field, schema.names()) {
                     Some(m) => format!("did you mean \"{m}\"?"),
-                    None => format!("the schema's fields are: {}", schema.names().collect::<Vec<_>>().join(", ")),
+                    None => format!(
+                        "the schema's fields are: {}",
+                        schema.names().collect::<Vec<_>>().join(", ")
+                    ),
                 };
-                self.err(pos, "time_field", format!("the schema has no field \"{time_field}\""), Some(hint));
+                self.err(
+                    pos,
+                    "time_field",
+                    format!("the schema has no field \"{time_field}\""),
+                    Some(hint),
+                );
             }
         }
         let (_, path) = path?;
@@ -933,7 +1043,11 @@ impl<'a> Settings<'a, '_> {
                             _ => self.err(
                                 v.pos,
                                 "fields",
-                                format!("\"{}\" must be an SQL expression, not {}", k.name, v.shape()),
+                                format!(
+                                    "\"{}\" must be an SQL expression, not {}",
+                                    k.name,
+                                    v.shape()
+                                ),
                                 None,
                             ),
                         }
@@ -941,7 +1055,15 @@ impl<'a> Settings<'a, '_> {
                     out
                 }
                 _ => {
-                    self.err(node.pos, "fields", format!("expected a non-empty map of name -> SQL expression, not {}", node.shape()), None);
+                    self.err(
+                        node.pos,
+                        "fields",
+                        format!(
+                            "expected a non-empty map of name -> SQL expression, not {}",
+                            node.shape()
+                        ),
+                        None,
+                    );
                     Vec::new()
                 }
             },
@@ -968,14 +1090,27 @@ impl<'a> Settings<'a, '_> {
             None => {}
             Some(items) if items.is_empty() => {
                 let pos = self.positions["aggregates"];
-                self.err(pos, "aggregates", "needs at least one aggregate", Some("e.g. `aggregates: [count, mean, max]`".into()));
+                self.err(
+                    pos,
+                    "aggregates",
+                    "needs at least one aggregate",
+                    Some("e.g. `aggregates: [count, mean, max]`".into()),
+                );
             }
             Some(items) => {
                 for (text, pos) in items {
                     match parse_aggregate(&text, &value) {
                         Ok(a) => {
                             if aggregates.iter().any(|b| b.output == a.output) {
-                                self.err(pos, "aggregates", format!("\"{text}\" is listed twice (output column \"{}\")", a.output), None);
+                                self.err(
+                                    pos,
+                                    "aggregates",
+                                    format!(
+                                        "\"{text}\" is listed twice (output column \"{}\")",
+                                        a.output
+                                    ),
+                                    None,
+                                );
                             } else {
                                 aggregates.push(a);
                             }
@@ -1019,7 +1154,10 @@ impl<'a> Settings<'a, '_> {
         let emit_all = self.choice("emit", &["exceptions", "all"]) == Some("all");
         let method = self.choice("method", &["threshold", "zscore"]);
         if method.is_none() && !self.positions.contains_key("method") {
-            self.missing("method", "add `method: zscore` or `method: threshold` with `min`/`max`");
+            self.missing(
+                "method",
+                "add `method: zscore` or `method: threshold` with `min`/`max`",
+            );
         }
         let min = self.f64("min");
         let max = self.f64("max");
@@ -1028,7 +1166,12 @@ impl<'a> Settings<'a, '_> {
         let min_samples_value = self.u64("min_samples", 30);
         let misplaced = |names: &[&str], this: &mut Self, method: &str| {
             for n in names {
-                if let Some(pos) = this.entries.iter().find(|(k, _)| k.name == *n).map(|(k, _)| k.pos) {
+                if let Some(pos) = this
+                    .entries
+                    .iter()
+                    .find(|(k, _)| k.name == *n)
+                    .map(|(k, _)| k.pos)
+                {
                     this.err(pos, n, format!("does not apply to method {method}"), None);
                 }
             }
@@ -1041,11 +1184,11 @@ impl<'a> Settings<'a, '_> {
                     let pos = self.positions["method"];
                     self.err(pos, "method", "threshold needs `min`, `max` or both", None);
                 }
-                if let (Some(lo), Some(hi)) = (min, max) {
-                    if lo > hi {
-                        let pos = self.positions["min"];
-                        self.err(pos, "min", format!("{lo} is greater than max {hi}"), None);
-                    }
+                if let (Some(lo), Some(hi)) = (min, max)
+                    && lo > hi
+                {
+                    let pos = self.positions["min"];
+                    self.err(pos, "min", format!("{lo} is greater than max {hi}"), None);
                 }
                 Some(Operator::Detect(DetectSettings {
                     key,
@@ -1061,7 +1204,12 @@ impl<'a> Settings<'a, '_> {
                     Some(t) if t > 0.0 => t,
                     Some(t) => {
                         let pos = self.positions["threshold"];
-                        self.err(pos, "threshold", format!("must be greater than 0, got {t}"), None);
+                        self.err(
+                            pos,
+                            "threshold",
+                            format!("must be greater than 0, got {t}"),
+                            None,
+                        );
                         t
                     }
                 };
@@ -1082,10 +1230,18 @@ impl<'a> Settings<'a, '_> {
         let name = match self.scalar("name") {
             None => self.node.to_owned(),
             Some((n, pos)) => {
-                let valid = n.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                let valid = n
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                     && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
-                    self.err(pos, "name", format!("\"{n}\" is not an SQL table name"), Some("use letters, digits and '_', not starting with a digit".into()));
+                    self.err(
+                        pos,
+                        "name",
+                        format!("\"{n}\" is not an SQL table name"),
+                        Some("use letters, digits and '_', not starting with a digit".into()),
+                    );
                 }
                 n.to_owned()
             }
@@ -1116,10 +1272,15 @@ fn parse_aggregate(text: &str, value: &str) -> Result<AggregateSetting, (String,
     };
     if !AGGREGATE_FUNCTIONS.contains(&func) {
         let hint = Some(format!("functions are: {}", AGGREGATE_FUNCTIONS.join(", ")));
-        return Err(match did_you_mean(func, AGGREGATE_FUNCTIONS.iter().copied()) {
-            Some(m) => (format!("unknown aggregate function \"{func}\"; did you mean \"{m}\"?"), hint),
-            None => (format!("unknown aggregate function \"{func}\""), hint),
-        });
+        return Err(
+            match did_you_mean(func, AGGREGATE_FUNCTIONS.iter().copied()) {
+                Some(m) => (
+                    format!("unknown aggregate function \"{func}\"; did you mean \"{m}\"?"),
+                    hint,
+                ),
+                None => (format!("unknown aggregate function \"{func}\""), hint),
+            },
+        );
     }
     Ok(AggregateSetting {
         func: func.to_owned(),

@@ -8,7 +8,7 @@
 pub mod kinds;
 pub mod yaml;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -98,6 +98,11 @@ impl Reporter {
         self.diags.is_empty()
     }
 
+    /// How many problems were reported.
+    pub fn len(&self) -> usize {
+        self.diags.len()
+    }
+
     /// The diagnostics, sorted by position (stable, so same-position ones keep their order).
     pub fn finish(mut self) -> Diagnostics {
         self.diags.sort_by_key(|d| (d.line, d.column));
@@ -181,6 +186,9 @@ pub struct PipelineSpec {
     pub schemas: BTreeMap<String, EventSchema>,
     /// The nodes, in file order.
     pub nodes: Vec<NodeSpec>,
+    /// Nodes left out because they have errors (only in a spec from [`parse_partial`]); the
+    /// planner skips whatever reads them instead of reporting unknown inputs.
+    pub broken: BTreeSet<String>,
 }
 
 /// One node as written, with typed settings.
@@ -247,22 +255,35 @@ pub fn parse_with(
     dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PipelineSpec, Diagnostics> {
+    let (spec, r) = parse_partial(file_name, text, dir, env);
+    match spec {
+        Some(spec) if r.is_empty() => Ok(spec),
+        _ => Err(r.finish()),
+    }
+}
+
+/// Parses as much as possible: the spec holds every node that validated (the others are named
+/// in [`PipelineSpec::broken`]) and the reporter every problem so far, so that the planner can
+/// add graph and expression problems to the same list. `None` when the file is not even a map.
+pub fn parse_partial(
+    file_name: &str,
+    text: &str,
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (Option<PipelineSpec>, Reporter) {
     let mut r = Reporter::new(file_name);
     let (root, yaml_errors) = match yaml::parse(text, env) {
         Ok(x) => x,
         Err(e) => {
             r.error(e.pos, e.message, e.hint);
-            return Err(r.finish());
+            return (None, r);
         }
     };
     for e in yaml_errors {
         r.error(e.pos, e.message, e.hint);
     }
     let spec = build(&mut r, file_name, dir, &root);
-    match spec {
-        Some(spec) if r.is_empty() => Ok(spec),
-        _ => Err(r.finish()),
-    }
+    (spec, r)
 }
 
 const TOP_LEVEL: &[&str] = &["pipeline", "description", "schema", "nodes"];
@@ -294,7 +315,12 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
             "description" => description = scalar_text(r, value, "description"),
             "schema" => schemas = build_schemas(r, value),
             "nodes" => nodes_node = Some(value),
-            other => unknown_key(r, key, &format!("unknown top-level key \"{other}\""), TOP_LEVEL),
+            other => unknown_key(
+                r,
+                key,
+                &format!("unknown top-level key \"{other}\""),
+                TOP_LEVEL,
+            ),
         }
     }
     if pipeline.is_none() && !entries.iter().any(|(k, _)| k.name == "pipeline") {
@@ -305,6 +331,7 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
         );
     }
     let mut nodes = Vec::new();
+    let mut broken = BTreeSet::new();
     match nodes_node {
         None => r.error(
             root.pos,
@@ -318,14 +345,21 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
                     schemas: &schemas,
                 };
                 for (key, value) in items {
-                    if let Some(node) = kinds::build_node(r, &ctx, key, value) {
-                        nodes.push(node);
+                    let before = r.len();
+                    match kinds::build_node(r, &ctx, key, value) {
+                        Some(node) if r.len() == before => nodes.push(node),
+                        _ => {
+                            broken.insert(key.name.clone());
+                        }
                     }
                 }
             }
             _ => r.error(
                 n.pos,
-                format!("\"nodes\" must be a non-empty map of node id -> node, not {}", n.shape()),
+                format!(
+                    "\"nodes\" must be a non-empty map of node id -> node, not {}",
+                    n.shape()
+                ),
                 None,
             ),
         },
@@ -333,10 +367,11 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
     check_table_names(r, &nodes);
     Some(PipelineSpec {
         file: file.to_owned(),
-        pipeline: pipeline?,
+        pipeline: pipeline.unwrap_or_default(),
         description,
         schemas,
         nodes,
+        broken,
     })
 }
 
@@ -347,7 +382,10 @@ fn check_table_names(r: &mut Reporter, nodes: &[NodeSpec]) {
             if let Some(first) = seen.get(name.as_str()) {
                 r.error(
                     n.pos_of("name"),
-                    format!("node \"{}\": table name \"{name}\" is already used by node \"{first}\"", n.id),
+                    format!(
+                        "node \"{}\": table name \"{name}\" is already used by node \"{first}\"",
+                        n.id
+                    ),
                     Some("give one of them another `name:`".into()),
                 );
             } else {
@@ -370,9 +408,10 @@ pub(crate) fn schema_value(
             None => {
                 let hint = match did_you_mean(name, named.keys().map(String::as_str)) {
                     Some(s) => Some(format!("did you mean \"{s}\"?")),
-                    None if named.is_empty() => {
-                        Some("define it under the top-level `schema:` key, or write the fields inline".into())
-                    }
+                    None if named.is_empty() => Some(
+                        "define it under the top-level `schema:` key, or write the fields inline"
+                            .into(),
+                    ),
                     None => Some(format!(
                         "schemas are: {}",
                         named.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -386,7 +425,10 @@ pub(crate) fn schema_value(
         _ => {
             r.error(
                 node.pos,
-                format!("{what}: a schema is a name or a map of field -> type, not {}", node.shape()),
+                format!(
+                    "{what}: a schema is a name or a map of field -> type, not {}",
+                    node.shape()
+                ),
                 None,
             );
             None
@@ -427,7 +469,10 @@ fn build_schemas(r: &mut Reporter, node: &Node) -> BTreeMap<String, EventSchema>
     let Value::Map(entries) = &node.value else {
         r.error(
             node.pos,
-            format!("\"schema\" must be a map of schema name -> fields, not {}", node.shape()),
+            format!(
+                "\"schema\" must be a map of schema name -> fields, not {}",
+                node.shape()
+            ),
             None,
         );
         return out;
@@ -442,7 +487,10 @@ fn build_schemas(r: &mut Reporter, node: &Node) -> BTreeMap<String, EventSchema>
             }
             _ => r.error(
                 value.pos,
-                format!("{what}: must be a map of field -> type, not {}", value.shape()),
+                format!(
+                    "{what}: must be a map of field -> type, not {}",
+                    value.shape()
+                ),
                 None,
             ),
         }
@@ -455,7 +503,11 @@ fn scalar_text(r: &mut Reporter, node: &Node, what: &str) -> Option<String> {
         Value::Scalar(s) => Some(s.clone()),
         Value::Null | Value::Poisoned => None,
         _ => {
-            r.error(node.pos, format!("\"{what}\" must be text, not {}", node.shape()), None);
+            r.error(
+                node.pos,
+                format!("\"{what}\" must be text, not {}", node.shape()),
+                None,
+            );
             None
         }
     }
@@ -477,7 +529,10 @@ pub(crate) fn show(node: &Node) -> String {
 }
 
 /// The closest candidate to `name`: Jaro-Winkler >= 0.7 or Levenshtein <= 2.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let mut best: Option<(&str, f64)> = None;
     for c in candidates {
         if c == name {
@@ -496,7 +551,11 @@ pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
 pub(crate) fn unknown_key(r: &mut Reporter, key: &Key, message: &str, valid: &[&str]) {
     match did_you_mean(&key.name, valid.iter().copied()) {
         Some(s) => r.error(key.pos, format!("{message}; did you mean \"{s}\"?"), None),
-        None => r.error(key.pos, message, Some(format!("valid keys are: {}", valid.join(", ")))),
+        None => r.error(
+            key.pos,
+            message,
+            Some(format!("valid keys are: {}", valid.join(", "))),
+        ),
     }
 }
 

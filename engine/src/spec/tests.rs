@@ -62,7 +62,9 @@ fn rates_are_per_second() {
 fn generator_defaults_and_env_interpolation() {
     let spec = parse("pipeline: t\nnodes:\n  g: { kind: generator, devices: \"${DEVICES}\", sites: \"${SITES:-3}\" }\n")
         .unwrap();
-    let Operator::Generator(g) = &node(&spec, "g").operator else { panic!() };
+    let Operator::Generator(g) = &node(&spec, "g").operator else {
+        panic!()
+    };
     assert_eq!((g.devices, g.sites, g.seed), (42, 3, 1));
     assert_eq!(g.sensors, vec!["vibration", "temperature"]);
     assert_eq!(g.rate_per_device, 10.0);
@@ -75,14 +77,21 @@ fn generator_defaults_and_env_interpolation() {
 fn unset_variable_is_an_error_at_its_value() {
     let e = errors("pipeline: t\nnodes:\n  g: { kind: generator, seed: \"${SEED}\" }\n");
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].starts_with("p.yaml:3:31: error: environment variable \"SEED\" is not set"), "{e:?}");
+    assert!(
+        e[0].starts_with("p.yaml:3:31: error: environment variable \"SEED\" is not set"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn generator_start_accepts_rfc3339_and_millis() {
     let spec = parse("pipeline: t\nnodes:\n  a: { kind: generator, start: 2026-01-02T00:00:01Z }\n  b: { kind: generator, start: 5 }\n").unwrap();
-    let Operator::Generator(a) = &node(&spec, "a").operator else { panic!() };
-    let Operator::Generator(b) = &node(&spec, "b").operator else { panic!() };
+    let Operator::Generator(a) = &node(&spec, "a").operator else {
+        panic!()
+    };
+    let Operator::Generator(b) = &node(&spec, "b").operator else {
+        panic!()
+    };
     assert_eq!(a.start_ms, 1_767_225_600_000 + 86_400_000 + 1_000);
     assert_eq!(b.start_ms, 5);
 }
@@ -92,99 +101,197 @@ fn generator_schema_must_match_its_output() {
     let ok = "pipeline: t\nschema:\n  r: { ts: timestamp_ms, device: string, site: string, sensor: string, value: f64 }\nnodes:\n  g: { kind: generator, schema: r }\n";
     parse(ok).unwrap();
     let e = errors("pipeline: t\nnodes:\n  g: { kind: generator, schema: { ts: timestamp_ms } }\n");
-    assert!(e[0].contains("is not the generator's output schema"), "{e:?}");
+    assert!(
+        e[0].contains("is not the generator's output schema"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn unknown_kind_suggests_and_lists_kinds() {
     let e = errors(&one_node("kind: windw, inputs: [src]"));
     assert_eq!(e.len(), 1);
-    assert!(e[0].contains("node \"n\": unknown kind \"windw\"; did you mean \"window\"?"), "{e:?}");
-    assert!(e[0].contains("= help: kinds are: generator, file, filter"), "{e:?}");
+    assert!(
+        e[0].contains("node \"n\": unknown kind \"windw\"; did you mean \"window\"?"),
+        "{e:?}"
+    );
+    assert!(
+        e[0].contains("= help: kinds are: generator, file, filter"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn unknown_field_suggests_or_lists_fields() {
     let e = errors(&one_node("kind: filter, inputs: [src], wher: \"x\""));
-    assert!(e.iter().any(|m| m.contains("unknown field \"wher\" for kind filter; did you mean \"where\"?")), "{e:?}");
-    let e = errors(&one_node("kind: filter, inputs: [src], where: x, zzzzzz: 1"));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("unknown field \"wher\" for kind filter; did you mean \"where\"?")),
+        "{e:?}"
+    );
+    let e = errors(&one_node(
+        "kind: filter, inputs: [src], where: x, zzzzzz: 1",
+    ));
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].contains("unknown field \"zzzzzz\"") && e[0].contains("valid keys are: where, kind"), "{e:?}");
+    assert!(
+        e[0].contains("unknown field \"zzzzzz\"") && e[0].contains("valid keys are: where, kind"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn missing_required_settings_are_reported() {
     let e = errors(&one_node("kind: window, inputs: [src]"));
-    assert!(e.iter().any(|m| m.contains("missing required field \"size\"")), "{e:?}");
-    assert!(e.iter().any(|m| m.contains("missing required field \"aggregates\"")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|m| m.contains("missing required field \"size\"")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("missing required field \"aggregates\"")),
+        "{e:?}"
+    );
     let e = errors(&one_node("kind: filter"));
-    assert!(e.iter().any(|m| m.contains("needs at least one input")), "{e:?}");
+    assert!(
+        e.iter().any(|m| m.contains("needs at least one input")),
+        "{e:?}"
+    );
     let e = errors("nodes:\n  g: { kind: generator, inputs: [g] }\n");
-    assert!(e.iter().any(|m| m.contains("missing required key \"pipeline\"")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|m| m.contains("missing required key \"pipeline\"")),
+        "{e:?}"
+    );
     assert!(e.iter().any(|m| m.contains("takes no inputs")), "{e:?}");
 }
 
 #[test]
 fn bad_duration_has_the_hint() {
-    let e = errors(&one_node("kind: window, inputs: [src], size: 1000, aggregates: [count]"));
+    let e = errors(&one_node(
+        "kind: window, inputs: [src], size: 1000, aggregates: [count]",
+    ));
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].starts_with("p.yaml:4:43: error: node \"n\": field \"size\": invalid duration \"1000\""), "{e:?}");
-    assert!(e[0].contains("expected a duration like \"500ms\", \"1s\" or \"5m\""), "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "p.yaml:4:43: error: node \"n\": field \"size\": invalid duration \"1000\""
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e[0].contains("expected a duration like \"500ms\", \"1s\" or \"5m\""),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn window_slide_must_divide_size() {
-    let spec = parse(&one_node("kind: window, inputs: [src], size: 1m, slide: 10s, aggregates: [count, \"max(value)\"]")).unwrap();
-    let Operator::Window(w) = &node(&spec, "n").operator else { panic!() };
+    let spec = parse(&one_node(
+        "kind: window, inputs: [src], size: 1m, slide: 10s, aggregates: [count, \"max(value)\"]",
+    ))
+    .unwrap();
+    let Operator::Window(w) = &node(&spec, "n").operator else {
+        panic!()
+    };
     assert_eq!((w.size_ms, w.slide_ms), (60_000, 10_000));
     assert_eq!(w.aggregates[1].output, "max_value");
     assert_eq!(w.aggregates[0].field, "value");
     assert!(w.time_field.is_empty());
     for slide in ["7s", "2m", "0ms"] {
-        let e = errors(&one_node(&format!("kind: window, inputs: [src], size: 1m, slide: {slide}, aggregates: [count]")));
+        let e = errors(&one_node(&format!(
+            "kind: window, inputs: [src], size: 1m, slide: {slide}, aggregates: [count]"
+        )));
         assert!(e[0].contains("field \"slide\""), "{e:?}");
     }
 }
 
 #[test]
 fn window_aggregates_are_checked() {
-    let e = errors(&one_node("kind: window, inputs: [src], size: 1s, aggregates: [cnt, \"max(value\", count, count]"));
+    let e = errors(&one_node(
+        "kind: window, inputs: [src], size: 1s, aggregates: [cnt, \"max(value\", count, count]",
+    ));
     assert_eq!(e.len(), 3, "{e:?}");
-    assert!(e[0].contains("unknown aggregate function \"cnt\"; did you mean \"count\"?"), "{e:?}");
+    assert!(
+        e[0].contains("unknown aggregate function \"cnt\"; did you mean \"count\"?"),
+        "{e:?}"
+    );
     assert!(e[1].contains("invalid aggregate \"max(value\""), "{e:?}");
     assert!(e[2].contains("listed twice"), "{e:?}");
 }
 
 #[test]
 fn detect_method_settings() {
-    let spec = parse(&one_node("kind: detect, inputs: [src], method: threshold, max: 10")).unwrap();
-    let Operator::Detect(d) = &node(&spec, "n").operator else { panic!() };
-    assert_eq!(d.method, DetectMethod::Threshold { min: None, max: Some(10.0) });
-    let spec = parse(&one_node("kind: detect, inputs: [src], method: zscore, emit: all")).unwrap();
-    let Operator::Detect(d) = &node(&spec, "n").operator else { panic!() };
-    assert_eq!(d.method, DetectMethod::ZScore { threshold: 4.0, min_samples: 30 });
+    let spec = parse(&one_node(
+        "kind: detect, inputs: [src], method: threshold, max: 10",
+    ))
+    .unwrap();
+    let Operator::Detect(d) = &node(&spec, "n").operator else {
+        panic!()
+    };
+    assert_eq!(
+        d.method,
+        DetectMethod::Threshold {
+            min: None,
+            max: Some(10.0)
+        }
+    );
+    let spec = parse(&one_node(
+        "kind: detect, inputs: [src], method: zscore, emit: all",
+    ))
+    .unwrap();
+    let Operator::Detect(d) = &node(&spec, "n").operator else {
+        panic!()
+    };
+    assert_eq!(
+        d.method,
+        DetectMethod::ZScore {
+            threshold: 4.0,
+            min_samples: 30
+        }
+    );
     assert!(d.emit_all);
     let e = errors(&one_node("kind: detect, inputs: [src], method: threshold"));
-    assert!(e[0].contains("threshold needs `min`, `max` or both"), "{e:?}");
-    let e = errors(&one_node("kind: detect, inputs: [src], method: zscore, max: 3, threshold: -1"));
+    assert!(
+        e[0].contains("threshold needs `min`, `max` or both"),
+        "{e:?}"
+    );
+    let e = errors(&one_node(
+        "kind: detect, inputs: [src], method: zscore, max: 3, threshold: -1",
+    ));
     assert_eq!(e.len(), 2, "{e:?}");
     let e = errors(&one_node("kind: detect, inputs: [src], method: zscor"));
-    assert!(e[0].contains("invalid value \"zscor\"; did you mean \"zscore\"?"), "{e:?}");
+    assert!(
+        e[0].contains("invalid value \"zscor\"; did you mean \"zscore\"?"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn file_source_and_sink() {
     let text = "pipeline: t\nnodes:\n  f: { kind: file, path: data/in.csv, schema: { ts: timestamp_ms, v: f64 }, header: false }\n  o: { kind: file, inputs: [f], path: out/x.parquet }\n";
     let spec = parse_with("dir/p.yaml", text, Path::new("dir"), &env).unwrap();
-    let Operator::FileSource(f) = &node(&spec, "f").operator else { panic!() };
+    let Operator::FileSource(f) = &node(&spec, "f").operator else {
+        panic!()
+    };
     assert_eq!(f.path, Path::new("dir/data/in.csv"));
-    assert_eq!((f.format, f.header, f.time_field.as_str()), (FileFormatName::Csv, false, "ts"));
-    let Operator::FileSink { path, format } = &node(&spec, "o").operator else { panic!() };
-    assert_eq!((path.as_path(), *format), (Path::new("dir/out/x.parquet"), SinkFormat::Parquet));
+    assert_eq!(
+        (f.format, f.header, f.time_field.as_str()),
+        (FileFormatName::Csv, false, "ts")
+    );
+    let Operator::FileSink { path, format } = &node(&spec, "o").operator else {
+        panic!()
+    };
+    assert_eq!(
+        (path.as_path(), *format),
+        (Path::new("dir/out/x.parquet"), SinkFormat::Parquet)
+    );
 
     let e = errors("pipeline: t\nnodes:\n  f: { kind: file, path: in.txt, schema: { t: f64 } }\n");
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(e[0].contains("cannot tell the format of \"in.txt\""), "{e:?}");
+    assert!(
+        e[0].contains("cannot tell the format of \"in.txt\""),
+        "{e:?}"
+    );
     assert!(e[1].contains("the schema has no field \"ts\""), "{e:?}");
     let e = errors("pipeline: t\nnodes:\n  f: { kind: file, path: in.jsonl }\n");
     assert!(e[0].contains("missing required field \"schema\""), "{e:?}");
@@ -194,9 +301,14 @@ fn file_source_and_sink() {
 fn inputs_syntax_and_table_names() {
     let e = errors(&one_node("kind: stdout, inputs: [src.early]"));
     assert!(e[0].contains("unknown output \"early\""), "{e:?}");
-    let e = errors("pipeline: t\nnodes:\n  g: { kind: generator }\n  a: { kind: table, inputs: [g], name: x }\n  b: { kind: table, inputs: [g], name: x }\n");
+    let e = errors(
+        "pipeline: t\nnodes:\n  g: { kind: generator }\n  a: { kind: table, inputs: [g], name: x }\n  b: { kind: table, inputs: [g], name: x }\n",
+    );
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].contains("table name \"x\" is already used by node \"a\""), "{e:?}");
+    assert!(
+        e[0].contains("table name \"x\" is already used by node \"a\""),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -211,12 +323,7 @@ fn every_problem_is_collected_in_file_order() {
     let text = "pipeline: Bad Name\nnodez: {}\nnodes:\n  g: { kind: generator, devices: 0, rate_per_device: fast }\n  w: { kind: window, inputs: [g], size: 1x, aggregates: [count] }\n";
     let e = errors(text);
     assert_eq!(e.len(), 5, "{e:?}");
-    let lines: Vec<usize> = parse(text)
-        .unwrap_err()
-        .0
-        .iter()
-        .map(|d| d.line)
-        .collect();
+    let lines: Vec<usize> = parse(text).unwrap_err().0.iter().map(|d| d.line).collect();
     assert_eq!(lines, vec![1, 2, 4, 4, 5]);
 }
 
@@ -229,5 +336,8 @@ fn diagnostics_display_counts_errors() {
         message: "bad".into(),
         hint: Some("fix".into()),
     }]);
-    assert_eq!(d.to_string(), "f.yaml:2:3: error: bad\n  = help: fix\n1 error");
+    assert_eq!(
+        d.to_string(),
+        "f.yaml:2:3: error: bad\n  = help: fix\n1 error"
+    );
 }

@@ -108,13 +108,11 @@ pub fn parse(
 ) -> Result<(Node, Vec<YamlError>), YamlError> {
     let mut collector = Collector::default();
     let mut parser = Parser::new_from_str(text);
-    parser
-        .load(&mut collector, false)
-        .map_err(|e| YamlError {
-            pos: Pos::from_marker(e.marker()),
-            message: format!("invalid YAML: {}", e.info()),
-            hint: None,
-        })?;
+    parser.load(&mut collector, false).map_err(|e| YamlError {
+        pos: Pos::from_marker(e.marker()),
+        message: format!("invalid YAML: {}", e.info()),
+        hint: None,
+    })?;
     let mut builder = Builder {
         events: collector.events,
         next: 0,
@@ -272,7 +270,9 @@ impl Builder<'_> {
                 self.errors.push(YamlError {
                     pos,
                     message,
-                    hint: Some("set it in the environment or give a default: ${NAME:-default}".into()),
+                    hint: Some(
+                        "set it in the environment or give a default: ${NAME:-default}".into(),
+                    ),
                 });
                 None
             }
@@ -302,10 +302,8 @@ pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(format!("invalid variable name \"{name}\" in \"{text}\""));
             }
@@ -343,8 +341,15 @@ mod tests {
         assert_eq!(interpolate("${RATE}", &env).unwrap(), "50/s");
         assert_eq!(interpolate("a ${NOPE:-7} b", &env).unwrap(), "a 7 b");
         assert_eq!(interpolate("${EMPTY:-x}", &env).unwrap(), "");
-        assert_eq!(interpolate("cost $5 and $${RATE}", &env).unwrap(), "cost $5 and ${RATE}");
-        assert!(interpolate("${NOPE}", &env).unwrap_err().contains("\"NOPE\" is not set"));
+        assert_eq!(
+            interpolate("cost $5 and $${RATE}", &env).unwrap(),
+            "cost $5 and ${RATE}"
+        );
+        assert!(
+            interpolate("${NOPE}", &env)
+                .unwrap_err()
+                .contains("\"NOPE\" is not set")
+        );
         assert!(interpolate("${RATE", &env).is_err());
     }
 
@@ -352,14 +357,26 @@ mod tests {
     fn positions_are_one_based_for_keys_and_values() {
         let (root, errors) = parse("a: 1\nb:\n  - x\n  - { c: \"q\" }\n", &env).unwrap();
         assert!(errors.is_empty());
-        let Value::Map(entries) = root.value else { panic!() };
+        let Value::Map(entries) = root.value else {
+            panic!()
+        };
         assert_eq!(entries[0].0.pos, Pos { line: 1, column: 1 });
         assert_eq!(entries[0].1.pos, Pos { line: 1, column: 4 });
-        let Value::Seq(items) = &entries[1].1.value else { panic!() };
+        let Value::Seq(items) = &entries[1].1.value else {
+            panic!()
+        };
         assert_eq!(items[0].pos, Pos { line: 3, column: 5 });
-        let Value::Map(inner) = &items[1].value else { panic!() };
+        let Value::Map(inner) = &items[1].value else {
+            panic!()
+        };
         assert_eq!(inner[0].0.pos, Pos { line: 4, column: 7 });
-        assert_eq!(inner[0].1.pos, Pos { line: 4, column: 10 });
+        assert_eq!(
+            inner[0].1.pos,
+            Pos {
+                line: 4,
+                column: 10
+            }
+        );
         assert_eq!(inner[0].1.value, Value::Scalar("q".into()));
     }
 

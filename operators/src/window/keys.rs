@@ -24,9 +24,17 @@ use crate::schema::FieldType;
 #[derive(Debug)]
 enum KeyColumn {
     /// Utf8: concatenated bytes and `offsets[id]..offsets[id + 1]`.
-    Str { offsets: Vec<usize>, data: Vec<u8>, valid: Vec<bool> },
+    Str {
+        offsets: Vec<usize>,
+        data: Vec<u8>,
+        valid: Vec<bool>,
+    },
     /// I64 and timestamps.
-    Int { values: Vec<i64>, valid: Vec<bool>, ts: bool },
+    Int {
+        values: Vec<i64>,
+        valid: Vec<bool>,
+        ts: bool,
+    },
     /// F64, compared by bit pattern (so NaN keys group together).
     Float { values: Vec<f64>, valid: Vec<bool> },
     /// Booleans.
@@ -46,9 +54,7 @@ impl BatchColumn<'_> {
         match self {
             BatchColumn::Str(a) => a.is_valid(row),
             BatchColumn::Bool(a) => a.is_valid(row),
-            BatchColumn::Int(_, n) | BatchColumn::Float(_, n) => {
-                n.is_none_or(|n| n.is_valid(row))
-            }
+            BatchColumn::Int(_, n) | BatchColumn::Float(_, n) => n.is_none_or(|n| n.is_valid(row)),
         }
     }
 }
@@ -182,8 +188,7 @@ impl KeyInterner {
                     }
                     self.hashes.push(hash);
                     let hashes = &self.hashes;
-                    self.table
-                        .insert_unique(hash, id, |&k| hashes[k as usize]);
+                    self.table.insert_unique(hash, id, |&k| hashes[k as usize]);
                     id
                 }
             };
@@ -301,7 +306,9 @@ impl KeyInterner {
                             .collect::<StringArray>(),
                     ),
                     KeyColumn::Int { values, valid, ts } => {
-                        let it = ids.iter().map(|&i| valid[i as usize].then(|| values[i as usize]));
+                        let it = ids
+                            .iter()
+                            .map(|&i| valid[i as usize].then(|| values[i as usize]));
                         if *ts {
                             Arc::new(it.collect::<TimestampMillisecondArray>())
                         } else {

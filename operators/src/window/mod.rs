@@ -287,13 +287,37 @@ impl Num for f64 {
 /// indexed by the group's slot).
 #[derive(Debug)]
 enum NumState<T> {
-    Sum { sum: Vec<T>, seen: Vec<bool> },
-    Min { v: Vec<T>, seen: Vec<bool> },
-    Max { v: Vec<T>, seen: Vec<bool> },
-    Mean { sum: Vec<f64>, n: Vec<u64> },
-    Stddev { n: Vec<u64>, mean: Vec<f64>, m2: Vec<f64> },
-    First { v: Vec<T>, ts: Vec<i64>, seen: Vec<bool> },
-    Last { v: Vec<T>, ts: Vec<i64>, seen: Vec<bool> },
+    Sum {
+        sum: Vec<T>,
+        seen: Vec<bool>,
+    },
+    Min {
+        v: Vec<T>,
+        seen: Vec<bool>,
+    },
+    Max {
+        v: Vec<T>,
+        seen: Vec<bool>,
+    },
+    Mean {
+        sum: Vec<f64>,
+        n: Vec<u64>,
+    },
+    Stddev {
+        n: Vec<u64>,
+        mean: Vec<f64>,
+        m2: Vec<f64>,
+    },
+    First {
+        v: Vec<T>,
+        ts: Vec<i64>,
+        seen: Vec<bool>,
+    },
+    Last {
+        v: Vec<T>,
+        ts: Vec<i64>,
+        seen: Vec<bool>,
+    },
 }
 
 /// Accumulators of one aggregate for every group of a window.
@@ -486,7 +510,11 @@ impl<T: Num> NumState<T> {
                     .iter()
                     .map(|&s| {
                         let c = n[s as usize];
-                        if c > 0 { sum[s as usize] / c as f64 } else { 0.0 }
+                        if c > 0 {
+                            sum[s as usize] / c as f64
+                        } else {
+                            0.0
+                        }
                     })
                     .collect();
                 f64s(vals, ok)
@@ -498,7 +526,8 @@ impl<T: Num> NumState<T> {
                     .map(|&s| {
                         let c = n[s as usize];
                         if c >= 2 {
-                            (m2[s as usize] / (c - 1) as f64).max(0.0).sqrt()
+                            // m2 >= 0 (abs only guards -0.0); NaN must stay NaN, so no max(0).
+                            (m2[s as usize] / (c - 1) as f64).abs().sqrt()
                         } else {
                             0.0
                         }
@@ -521,8 +550,19 @@ pub(crate) fn percentile_sorted(v: &[f64], q: f64) -> Option<f64> {
     let hi = (lo + 1).min(n - 1);
     let t = pos - lo as f64;
     let (a, b) = (v[lo], v[hi]);
-    // numpy's _lerp: exact at both ends.
-    Some(if t >= 0.5 {
+    Some(if t == 0.0 || a == b {
+        a
+    } else if a.is_infinite() || b.is_infinite() {
+        // The limit of the interpolation: the infinite end wins, both infinite is undefined.
+        if a.is_infinite() && b.is_infinite() {
+            f64::NAN
+        } else if a.is_infinite() {
+            a
+        } else {
+            b
+        }
+    } else if t >= 0.5 {
+        // numpy's _lerp: exact at both ends.
         b - (b - a) * (1.0 - t)
     } else {
         a + (b - a) * t
@@ -887,7 +927,11 @@ impl WindowAggregator {
         let window = self.windows.entry(start).or_insert_with(|| Window {
             slot_of_key: Vec::new(),
             keys: Vec::new(),
-            aggs: plans.iter().enumerate().map(|(i, p)| p.new_state(i)).collect(),
+            aggs: plans
+                .iter()
+                .enumerate()
+                .map(|(i, p)| p.new_state(i))
+                .collect(),
         });
         if window.slot_of_key.len() < self.interner.len() {
             window.slot_of_key.resize(self.interner.len(), NO_SLOT);
@@ -915,8 +959,7 @@ impl WindowAggregator {
             match state {
                 AggState::Count(c) => each(rows, slots, nulls, |_, s| c[s] += 1),
                 AggState::I(st) => {
-                    let a: &PrimitiveArray<Int64Type> =
-                        col.as_primitive_opt().ok_or_else(wrong)?;
+                    let a: &PrimitiveArray<Int64Type> = col.as_primitive_opt().ok_or_else(wrong)?;
                     st.update(a.values(), nulls, times, rows, slots);
                 }
                 AggState::F(st) => {
@@ -986,7 +1029,8 @@ impl WindowAggregator {
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(TimestampMillisecondArray::from(vec![start; n])),
             Arc::new(TimestampMillisecondArray::from(vec![
-                start + self.spec.size_ms;
+                start
+                    + self.spec.size_ms;
                 n
             ])),
         ];

@@ -37,8 +37,16 @@ fn batch(rows: &[Row]) -> RecordBatch {
         schema().to_arrow(),
         vec![
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.id))),
-            Arc::new(rows.iter().map(|r| r.ts).collect::<TimestampMillisecondArray>()),
-            Arc::new(rows.iter().map(|r| r.device.clone()).collect::<StringArray>()),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.ts)
+                    .collect::<TimestampMillisecondArray>(),
+            ),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.device.clone())
+                    .collect::<StringArray>(),
+            ),
             Arc::new(rows.iter().map(|r| r.zone).collect::<Int64Array>()),
             Arc::new(rows.iter().map(|r| r.x).collect::<Float64Array>()),
             Arc::new(rows.iter().map(|r| r.n).collect::<Int64Array>()),
@@ -255,15 +263,14 @@ fn hopping_rows_land_in_every_window_and_lateness_keeps_windows_open() {
         slide_ms: 10,
         allowed_lateness_ms: 5,
     };
-    let mut w = WindowAggregator::new(
-        &schema(),
-        "ts",
-        &[],
-        &[agg(AggregateFn::Count, "id")],
-        spec,
-    )
-    .unwrap();
-    assert!(w.push(&batch(&[row(1, 25, None, None)])).unwrap().late.is_none());
+    let mut w = WindowAggregator::new(&schema(), "ts", &[], &[agg(AggregateFn::Count, "id")], spec)
+        .unwrap();
+    assert!(
+        w.push(&batch(&[row(1, 25, None, None)]))
+            .unwrap()
+            .late
+            .is_none()
+    );
     // Windows containing 25: [0,30), [10,40), [20,50).
     assert_eq!(w.open_groups(), 3);
     let r = w.advance(35).unwrap().unwrap();
@@ -279,6 +286,19 @@ fn hopping_rows_land_in_every_window_and_lateness_keeps_windows_open() {
 }
 
 #[test]
+fn percentiles_interpolate_linearly_and_survive_infinities() {
+    let inf = f64::INFINITY;
+    assert_eq!(percentile_sorted(&[], 0.5), None);
+    assert_eq!(percentile_sorted(&[1.0, 2.0, 3.0, 4.0], 0.5), Some(2.5));
+    let p99 = percentile_sorted(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.99).unwrap();
+    assert!((p99 - 4.96).abs() < 1e-12, "{p99}");
+    assert_eq!(percentile_sorted(&[4.0, 5.0, inf], 0.5), Some(5.0));
+    assert_eq!(percentile_sorted(&[4.0, 5.0, inf], 0.75), Some(inf));
+    assert_eq!(percentile_sorted(&[-inf, 5.0], 0.25), Some(-inf));
+    assert!(percentile_sorted(&[-inf, inf], 0.5).unwrap().is_nan());
+}
+
+#[test]
 fn rejects_bad_configuration_with_user_errors() {
     let s = schema();
     let ok = [agg(AggregateFn::Mean, "x")];
@@ -290,8 +310,14 @@ fn rejects_bad_configuration_with_user_errors() {
     assert!(bad(WindowAggregator::new(&s, "id", &[], &ok, t)).contains("timestamp_ms"));
     assert!(bad(WindowAggregator::new(&s, "nope", &[], &ok, t)).contains("nope"));
     assert!(
-        bad(WindowAggregator::new(&s, "ts", &[], &[agg(AggregateFn::Mean, "device")], t))
-            .contains("i64 or f64")
+        bad(WindowAggregator::new(
+            &s,
+            "ts",
+            &[],
+            &[agg(AggregateFn::Mean, "device")],
+            t
+        ))
+        .contains("i64 or f64")
     );
     // count accepts any type
     assert!(WindowAggregator::new(&s, "ts", &[], &[agg(AggregateFn::Count, "device")], t).is_ok());
@@ -433,15 +459,17 @@ fn oracle(
                     )
                 })),
                 AggregateFn::Min => {
-                    let m = vals.iter().filter(|v| !v.1.is_nan()).min_by(|a, b| {
-                        a.1.total_cmp(&b.1).then(a.2.cmp(&b.2))
-                    });
+                    let m = vals
+                        .iter()
+                        .filter(|v| !v.1.is_nan())
+                        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)));
                     num(m.map(|v| (v.1, v.2)))
                 }
                 AggregateFn::Max => {
-                    let m = vals.iter().filter(|v| !v.1.is_nan()).max_by(|a, b| {
-                        a.1.total_cmp(&b.1).then(a.2.cmp(&b.2))
-                    });
+                    let m = vals
+                        .iter()
+                        .filter(|v| !v.1.is_nan())
+                        .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)));
                     num(m.map(|v| (v.1, v.2)))
                 }
                 AggregateFn::Mean => {
@@ -449,8 +477,7 @@ fn oracle(
                 }
                 AggregateFn::Stddev => Cell::F((n > 1).then(|| {
                     let mean = vals.iter().map(|v| v.1).sum::<f64>() / n as f64;
-                    (vals.iter().map(|v| (v.1 - mean).powi(2)).sum::<f64>() / (n - 1) as f64)
-                        .sqrt()
+                    (vals.iter().map(|v| (v.1 - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
                 })),
                 AggregateFn::First => {
                     // min_by_key keeps the first of equal elements: arrival order.
@@ -493,7 +520,7 @@ fn random_row(rng: &mut Xoshiro256PlusPlus, id: i64, now: i64) -> Row {
         x: match rng.random_range(0..20) {
             0 => None,
             1 => Some(f64::NAN),
-            2 => Some(f64::INFINITY),
+            2 => Some(-0.0),
             3 => Some(rng.random_range(-1e6..1e6)),
             _ => Some(rng.random_range(0..50) as f64 / 4.0),
         },
@@ -534,7 +561,10 @@ fn random_batches_match_naive_recomputation() {
     let all_aggs: Vec<AggregateSpec> = AggregateFn::ALL
         .iter()
         .flat_map(|&f| [agg(f, "x"), agg(f, "n")])
-        .chain([agg(AggregateFn::Count, "ts"), agg(AggregateFn::Count, "device")])
+        .chain([
+            agg(AggregateFn::Count, "ts"),
+            agg(AggregateFn::Count, "device"),
+        ])
         .collect();
     for seed in 0..40u64 {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
@@ -591,7 +621,11 @@ fn random_batches_match_naive_recomputation() {
                     }
                 }
             }
-            assert_eq!(out.late.map(|b| ids(&b)).unwrap_or_default(), want_late, "{ctx} step {step}");
+            assert_eq!(
+                out.late.map(|b| ids(&b)).unwrap_or_default(),
+                want_late,
+                "{ctx} step {step}"
+            );
             assert_eq!(
                 out.invalid.map(|b| ids(&b.0)).unwrap_or_default(),
                 want_invalid,
@@ -624,7 +658,11 @@ fn random_batches_match_naive_recomputation() {
             }
         }
         // Close everything and check the rest.
-        let got = w.advance(i64::MAX).unwrap().map(|b| cells(&b)).unwrap_or_default();
+        let got = w
+            .advance(i64::MAX)
+            .unwrap()
+            .map(|b| cells(&b))
+            .unwrap_or_default();
         let prev = wm;
         let want = oracle(&accepted, &key, &aggs, spec, |s| {
             prev == i64::MIN || s + size + spec.allowed_lateness_ms > prev
@@ -673,7 +711,9 @@ fn dead_keys_are_forgotten_and_live_keys_survive_renumbering() {
         let out = w.advance(window * 1000 + 1000).unwrap().unwrap();
         assert_eq!(out.num_rows(), 5001);
         let devices = out.column(2).as_string::<i32>();
-        let live = (0..out.num_rows()).find(|&r| devices.value(r) == "live").unwrap();
+        let live = (0..out.num_rows())
+            .find(|&r| devices.value(r) == "live")
+            .unwrap();
         let count = out.column(3).as_primitive::<Int64Type>().value(live);
         assert_eq!(count, if window == 0 { 5000 } else { 5001 });
         // Only "live" is still used, by the next window.
