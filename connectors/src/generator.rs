@@ -452,13 +452,14 @@ impl Generator {
         }
     }
 
-    /// Next batch of up to `max_rows` readings (capped at 2^24), in event-time order apart
-    /// from the jitter, or `None` once the limit is reached.
+    /// Next batch of up to `max_rows` readings (at least 1, at most 2^24), in event-time order
+    /// apart from the jitter, or `None` once the limit is reached.
     pub fn next_batch(&mut self, max_rows: usize) -> Option<RecordBatch> {
-        if self.exhausted() || max_rows == 0 {
+        if self.exhausted() {
             return None;
         }
-        let cap = max_rows.min(MAX_BATCH_ROWS);
+        // `max_rows == 0` is read as 1: `None` must keep meaning "exhausted".
+        let cap = max_rows.clamp(1, MAX_BATCH_ROWS);
         let sensors = self.opts.sensors.len();
         let sensor_names: Vec<&[u8]> = self.opts.sensors.iter().map(|s| s.as_bytes()).collect();
         let mut ts = Vec::with_capacity(cap);

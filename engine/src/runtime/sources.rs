@@ -58,7 +58,7 @@ pub fn generator<'scope>(
         / env.peers as f64;
     let mut generator = Generator::new(options, env.worker, env.peers)
         .map_err(|source| EngineError::Connector { node: node.id.clone(), source })?;
-    if let Some(events) = env.options.events {
+    if let Some(events) = env.options.events.or(settings.events) {
         generator.set_limit(events);
     }
     let realtime = env.options.realtime;

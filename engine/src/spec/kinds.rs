@@ -51,6 +51,7 @@ pub const KINDS: &[KindInfo] = &[
             "anomaly_shapes",
             "ground_truth",
             "disorder",
+            "events",
             "schema",
         ],
         role: Role::Source,
@@ -150,6 +151,8 @@ pub struct GeneratorSettings {
     pub ground_truth: bool,
     /// Maximum event-time disorder, ms.
     pub disorder_ms: i64,
+    /// Stop after this many readings in total (`None`: run until stopped).
+    pub events: Option<u64>,
 }
 
 impl GeneratorSettings {
@@ -832,6 +835,7 @@ impl<'a> Settings<'a, '_> {
         };
         let ground_truth = self.bool("ground_truth", false);
         let disorder_ms = self.duration_ms("disorder").map_or(0, |(v, _)| v);
+        let events = self.get("events").is_some().then(|| self.u64("events", 0));
         let settings = GeneratorSettings {
             seed,
             devices,
@@ -843,6 +847,7 @@ impl<'a> Settings<'a, '_> {
             anomaly_shapes,
             ground_truth,
             disorder_ms,
+            events,
         };
         if let Some(node) = self.get("schema") {
             let what = format!("node \"{}\": field \"schema\"", self.node);
