@@ -15,7 +15,10 @@ use edgeflow::plan;
 use edgeflow::runtime::{self, RunContext, RunOptions, RunReport};
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn run_once(file: &Path, workers: usize, events: u64, data_dir: &Path) -> RunReport {
@@ -39,8 +42,16 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn main() {
     // `cargo test --benches` runs bench binaries with `--bench`-less args; keep it quick then.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let events = if quick { 200_000 } else { env_or("EDGEFLOW_BENCH_EVENTS", 50_000_000) };
-    let runs = if quick { 1 } else { env_or("EDGEFLOW_BENCH_RUNS", 3) as usize };
+    let events = if quick {
+        200_000
+    } else {
+        env_or("EDGEFLOW_BENCH_EVENTS", 50_000_000)
+    };
+    let runs = if quick {
+        1
+    } else {
+        env_or("EDGEFLOW_BENCH_RUNS", 3) as usize
+    };
     let max_workers = env_or("EDGEFLOW_BENCH_WORKERS", 2) as usize;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cases: Vec<_> = std::fs::read_dir(root.join("benches/pipelines"))
@@ -52,13 +63,22 @@ fn main() {
     cases.push(root.join("pipelines/quickstart.yaml"));
     let data = tempfile::tempdir().expect("temp dir");
     println!("end-to-end: {events} events per run, median of {runs} run(s)");
-    println!("{:<28} {:>7} {:>14} {:>18} {:>12} {:>8}", "case", "workers", "events/s", "events/s/worker", "B/event", "scaling");
+    println!(
+        "{:<28} {:>7} {:>14} {:>18} {:>12} {:>8}",
+        "case", "workers", "events/s", "events/s/worker", "B/event", "scaling"
+    );
     for case in &cases {
-        let name = case.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let name = case
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let mut single = None;
         let mut workers = 1;
         while workers <= max_workers {
-            let reports: Vec<RunReport> = (0..runs).map(|_| run_once(case, workers, events, data.path())).collect();
+            let reports: Vec<RunReport> = (0..runs)
+                .map(|_| run_once(case, workers, events, data.path()))
+                .collect();
             let rate = median(reports.iter().map(RunReport::events_per_second).collect());
             let bytes = median(reports.iter().map(RunReport::bytes_per_event).collect());
             let base = *single.get_or_insert(rate);

@@ -14,7 +14,10 @@ fn repo(path: &str) -> PathBuf {
 }
 
 fn text(output: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 fn write_pipeline(dir: &Path, name: &str, yaml: &str) -> PathBuf {
@@ -37,16 +40,32 @@ fn run_with_query_counts_every_generated_event_exactly_once() {
     let pipeline = write_pipeline(dir.path(), "small.yaml", SMALL_FLEET);
     for workers in ["1", "3"] {
         let output = edgeflow()
-            .args(["run", pipeline.to_str().unwrap(), "--events", "60000", "--workers", workers, "--quiet"])
+            .args([
+                "run",
+                pipeline.to_str().unwrap(),
+                "--events",
+                "60000",
+                "--workers",
+                workers,
+                "--quiet",
+            ])
             .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-            .args(["--format", "csv", "--query", "SELECT sum(count) AS events, count(*) AS windows FROM fleet"])
+            .args([
+                "--format",
+                "csv",
+                "--query",
+                "SELECT sum(count) AS events, count(*) AS windows FROM fleet",
+            ])
             .output()
             .unwrap();
         let (stdout, stderr) = text(&output);
         assert!(output.status.success(), "workers {workers}: {stderr}");
         // 60 series (30 devices x 2 sensors) at 10/s: 60000 readings = 100 s of event
         // time, so 100 one-second windows per series.
-        assert_eq!(stdout, "events,windows\n60000,6000\n", "workers {workers}: {stderr}");
+        assert_eq!(
+            stdout, "events,windows\n60000,6000\n",
+            "workers {workers}: {stderr}"
+        );
     }
 }
 
@@ -58,22 +77,41 @@ fn validate_reports_every_problem_with_positions_and_fails() {
         "bad.yaml",
         "pipeline: bad\nnodes:\n  sensors: { kind: generator }\n  per_sec: { kind: window, inputs: [sensor], size: 1x, aggregates: [count] }\n  out: { kind: tabel, inputs: [per_sec] }\n",
     );
-    let output = edgeflow().args(["validate", bad.to_str().unwrap()]).output().unwrap();
+    let output = edgeflow()
+        .args(["validate", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     let (_, stderr) = text(&output);
     assert!(!output.status.success());
     assert!(stderr.contains("bad.yaml:4:37: error: node \"per_sec\": unknown input \"sensor\"; did you mean \"sensors\"?"), "{stderr}");
-    assert!(stderr.contains("bad.yaml:4:52:"), "duration error position: {stderr}");
+    assert!(
+        stderr.contains("bad.yaml:4:52:"),
+        "duration error position: {stderr}"
+    );
     assert!(stderr.contains("tabel"), "{stderr}");
 
-    let good = edgeflow().args(["validate", repo("pipelines/quickstart.yaml").to_str().unwrap()]).output().unwrap();
+    let good = edgeflow()
+        .args([
+            "validate",
+            repo("pipelines/quickstart.yaml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     assert!(good.status.success(), "{}", text(&good).1);
 }
 
 #[test]
 fn graph_shows_the_cut_with_topic_names_in_every_format() {
     let quickstart = repo("pipelines/quickstart.yaml");
-    for (format, needle) in [("text", "quickstart.per_sec"), ("dot", "digraph"), ("mermaid", "flowchart")] {
-        let output = edgeflow().args(["graph", quickstart.to_str().unwrap(), "--format", format]).output().unwrap();
+    for (format, needle) in [
+        ("text", "quickstart.per_sec"),
+        ("dot", "digraph"),
+        ("mermaid", "flowchart"),
+    ] {
+        let output = edgeflow()
+            .args(["graph", quickstart.to_str().unwrap(), "--format", format])
+            .output()
+            .unwrap();
         let (stdout, stderr) = text(&output);
         assert!(output.status.success(), "{format}: {stderr}");
         assert!(stdout.contains(needle), "{format}: {stdout}");
@@ -96,7 +134,16 @@ impl Drop for Served {
 
 fn serve(pipeline: &Path, data_dir: &Path) -> Served {
     let mut child = edgeflow()
-        .args(["run", pipeline.to_str().unwrap(), "--events", "60000", "--serve", "--listen", "127.0.0.1:0", "--quiet"])
+        .args([
+            "run",
+            pipeline.to_str().unwrap(),
+            "--events",
+            "60000",
+            "--serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+        ])
         .args(["--data-dir", data_dir.to_str().unwrap()])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -121,7 +168,10 @@ fn serve(pipeline: &Path, data_dir: &Path) -> Served {
     }
     assert!(finished, "pipeline did not finish");
     std::thread::spawn(move || for _ in lines {});
-    Served { child, address: address.expect("no serving address printed") }
+    Served {
+        child,
+        address: address.expect("no serving address printed"),
+    }
 }
 
 #[test]
@@ -131,7 +181,12 @@ fn sql_client_and_http_endpoint_answer_a_served_instance() {
     let served = serve(&pipeline, &dir.path().join("data"));
 
     let output = edgeflow()
-        .args(["sql", "--server", &served.address, "SELECT sensor, sum(count) AS n FROM fleet GROUP BY sensor ORDER BY sensor"])
+        .args([
+            "sql",
+            "--server",
+            &served.address,
+            "SELECT sensor, sum(count) AS n FROM fleet GROUP BY sensor ORDER BY sensor",
+        ])
         .output()
         .unwrap();
     let (stdout, stderr) = text(&output);
@@ -147,14 +202,26 @@ fn sql_client_and_http_endpoint_answer_a_served_instance() {
 ";
     assert_eq!(stdout, expected);
 
-    let bad = edgeflow().args(["sql", "--server", &served.address, "SELECT nope FROM fleet"]).output().unwrap();
+    let bad = edgeflow()
+        .args(["sql", "--server", &served.address, "SELECT nope FROM fleet"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(text(&bad).1.contains("nope"), "{}", text(&bad).1);
 
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let base = format!("http://{}", served.address);
-    let mut json = agent.post(&format!("{base}/sql")).send("SELECT count(*) AS windows FROM fleet").unwrap();
-    assert_eq!(json.body_mut().read_to_string().unwrap().trim(), r#"[{"windows":6000}]"#);
+    let mut json = agent
+        .post(&format!("{base}/sql"))
+        .send("SELECT count(*) AS windows FROM fleet")
+        .unwrap();
+    assert_eq!(
+        json.body_mut().read_to_string().unwrap().trim(),
+        r#"[{"windows":6000}]"#
+    );
     let mut csv = agent
         .post(&format!("{base}/sql"))
         .header("Accept", "text/csv")
@@ -171,5 +238,11 @@ fn sql_client_and_http_endpoint_answer_a_served_instance() {
         "{metrics}"
     );
     let mut health = agent.get(&format!("{base}/health")).call().unwrap();
-    assert!(health.body_mut().read_to_string().unwrap().contains(r#""state":"finished""#));
+    assert!(
+        health
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+            .contains(r#""state":"finished""#)
+    );
 }

@@ -30,21 +30,34 @@ fn make_records(seed: u64, n: usize) -> Vec<Record> {
         let base = T0 + i as i64 * 7;
         let device = format!("d{}", rng.random_range(0..4));
         if i % 211 == 5 {
-            records.push(Record { line: format!("{base},{device},not-a-number"), row: None });
+            records.push(Record {
+                line: format!("{base},{device},not-a-number"),
+                row: None,
+            });
             continue;
         }
         if i % 307 == 9 {
-            records.push(Record { line: format!(",{device},1.0"), row: None });
+            records.push(Record {
+                line: format!(",{device},1.0"),
+                row: None,
+            });
             continue;
         }
         let ts = match i % 97 {
-            0 => base - 3_000,                    // far behind: late whatever the batching
-            13 => base - 600,                     // behind disorder + lateness: usually late
+            0 => base - 3_000,                     // far behind: late whatever the batching
+            13 => base - 600,                      // behind disorder + lateness: usually late
             _ => base - rng.random_range(0..=250), // within the declared disorder
         };
-        let value = if i % 53 == 0 { None } else { Some((rng.random_range(-1000..1000) as f64) / 8.0) };
+        let value = if i % 53 == 0 {
+            None
+        } else {
+            Some((rng.random_range(-1000..1000) as f64) / 8.0)
+        };
         let text = value.map(|v| v.to_string()).unwrap_or_default();
-        records.push(Record { line: format!("{ts},{device},{text}"), row: Some((device, ts, value)) });
+        records.push(Record {
+            line: format!("{ts},{device},{text}"),
+            row: Some((device, ts, value)),
+        });
     }
     records
 }
@@ -59,14 +72,23 @@ struct Agg {
 
 /// The oracle: replays the source's batching and watermarks, decides lateness the way the
 /// documentation says, and aggregates with plain loops.
-fn expected(records: &[Record], batch_rows: usize) -> (BTreeMap<(String, i64), Agg>, Vec<(String, i64)>) {
+fn expected(
+    records: &[Record],
+    batch_rows: usize,
+) -> (BTreeMap<(String, i64), Agg>, Vec<(String, i64)>) {
     let mut windows: BTreeMap<(String, i64), Agg> = BTreeMap::new();
     let mut late = Vec::new();
     let mut max_ts = i64::MIN;
     for batch in records.chunks(batch_rows) {
-        let watermark = if max_ts == i64::MIN { i64::MIN } else { max_ts - DISORDER_MS };
+        let watermark = if max_ts == i64::MIN {
+            i64::MIN
+        } else {
+            max_ts - DISORDER_MS
+        };
         for record in batch {
-            let Some((device, ts, value)) = &record.row else { continue };
+            let Some((device, ts, value)) = &record.row else {
+                continue;
+            };
             let start = ts.div_euclid(SIZE_MS) * SIZE_MS;
             if start + SIZE_MS + LATENESS_MS <= watermark {
                 late.push((device.clone(), *ts));
@@ -114,7 +136,8 @@ nodes:
 }
 
 fn run(dir: &Path, workers: usize, batch_rows: usize) -> (RunReport, String) {
-    let plan = Arc::new(plan::load_plan(&dir.join("oracle.yaml")).unwrap_or_else(|d| panic!("{d}")));
+    let plan =
+        Arc::new(plan::load_plan(&dir.join("oracle.yaml")).unwrap_or_else(|d| panic!("{d}")));
     let options = RunOptions {
         workers,
         batch_rows,
@@ -143,7 +166,10 @@ fn format_expected(windows: &BTreeMap<(String, i64), Agg>) -> String {
         let (sum, mean) = if agg.count == 0 {
             (String::new(), String::new())
         } else {
-            (agg.sum.to_string(), (agg.sum / agg.count as f64).to_string())
+            (
+                agg.sum.to_string(),
+                (agg.sum / agg.count as f64).to_string(),
+            )
         };
         out.push_str(&format!(
             "{device},{start},{},{sum},{},{},{mean}\n",
@@ -172,7 +198,11 @@ fn window_results_match_a_naive_recomputation_with_disorder_late_and_bad_rows() 
         let (windows, late) = expected(&records, batch_rows);
         assert!(late.len() > 30, "the data must exercise lateness");
         let (report, table) = run(dir.path(), workers, batch_rows);
-        assert_eq!(table, format_expected(&windows), "workers {workers}, batch {batch_rows}");
+        assert_eq!(
+            table,
+            format_expected(&windows),
+            "workers {workers}, batch {batch_rows}"
+        );
         assert_eq!(report.late_events, late.len() as u64, "workers {workers}");
         assert_eq!(report.dead_letters, bad_lines, "workers {workers}");
 
@@ -190,7 +220,8 @@ fn window_results_match_a_naive_recomputation_with_disorder_late_and_bad_rows() 
         written.sort();
         assert_eq!(written, late, "workers {workers}");
 
-        let dead = std::fs::read_to_string(dir.path().join("data/oracle/dead_letter.jsonl")).unwrap();
+        let dead =
+            std::fs::read_to_string(dir.path().join("data/oracle/dead_letter.jsonl")).unwrap();
         assert_eq!(dead.lines().count() as u64, bad_lines);
         assert!(dead.contains("not-a-number"), "{dead}");
     }
@@ -207,7 +238,11 @@ fn chrono_free_millis(text: &str) -> i64 {
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
     let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
     // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + d[2] - 1;

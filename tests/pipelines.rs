@@ -12,11 +12,23 @@ fn every_example_pipeline_validates_and_runs() {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 2, "pipelines/ should hold the quickstart and a realistic pipeline");
+    assert!(
+        files.len() >= 2,
+        "pipelines/ should hold the quickstart and a realistic pipeline"
+    );
     for file in files {
         let data = tempfile::tempdir().unwrap();
-        let validate = Command::new(env!("CARGO_BIN_EXE_edgeflow")).arg("validate").arg(&file).output().unwrap();
-        assert!(validate.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&validate.stderr));
+        let validate = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+            .arg("validate")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            validate.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&validate.stderr)
+        );
         let run = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
             .arg("run")
             .arg(&file)

@@ -28,20 +28,31 @@ pub struct EmbeddedLog {
 }
 
 fn io_error(what: String) -> impl FnOnce(std::io::Error) -> ConnectorError {
-    move |source| ConnectorError::Io { context: what, source }
+    move |source| ConnectorError::Io {
+        context: what,
+        source,
+    }
 }
 
 impl EmbeddedLog {
     /// Opens (creating it if needed) a log directory.
     pub fn open(dir: &Path) -> Result<Self, ConnectorError> {
-        fs::create_dir_all(dir).map_err(io_error(format!("creating log directory {}", dir.display())))?;
-        Ok(EmbeddedLog { dir: dir.to_path_buf() })
+        fs::create_dir_all(dir).map_err(io_error(format!(
+            "creating log directory {}",
+            dir.display()
+        )))?;
+        Ok(EmbeddedLog {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Opens a log directory after deleting everything in it.
     pub fn open_empty(dir: &Path) -> Result<Self, ConnectorError> {
         if dir.exists() {
-            fs::remove_dir_all(dir).map_err(io_error(format!("clearing log directory {}", dir.display())))?;
+            fs::remove_dir_all(dir).map_err(io_error(format!(
+                "clearing log directory {}",
+                dir.display()
+            )))?;
         }
         Self::open(dir)
     }
@@ -53,14 +64,20 @@ impl EmbeddedLog {
     /// A producer appending to `topic` under the name `producer` (e.g. the edge id).
     pub fn producer(&self, topic: &str, producer: &str) -> Result<LogProducer, ConnectorError> {
         let dir = self.topic_dir(topic);
-        fs::create_dir_all(&dir).map_err(io_error(format!("creating topic directory {}", dir.display())))?;
+        fs::create_dir_all(&dir).map_err(io_error(format!(
+            "creating topic directory {}",
+            dir.display()
+        )))?;
         let path = dir.join(format!("{producer}.log"));
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io_error(format!("opening {}", path.display())))?;
-        Ok(LogProducer { path, out: BufWriter::new(file) })
+        Ok(LogProducer {
+            path,
+            out: BufWriter::new(file),
+        })
     }
 
     /// A consumer of `topic` reading the producers whose name `accept` returns true for.
@@ -96,7 +113,8 @@ impl LogProducer {
             .into_iter()
             .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
             .collect();
-        let header = serde_json::to_vec(&header).map_err(|e| ConnectorError::BadFrame(e.to_string()))?;
+        let header =
+            serde_json::to_vec(&header).map_err(|e| ConnectorError::BadFrame(e.to_string()))?;
         let header_len = u32::try_from(header.len())
             .map_err(|_| ConnectorError::BadFrame("frame header too large".into()))?;
         let mut body = Vec::with_capacity(4 + header.len() + frame.payload.len());
@@ -107,8 +125,12 @@ impl LogProducer {
             .map_err(|_| ConnectorError::BadFrame("frame larger than 4 GiB".into()))?;
         let crc = crc32fast::hash(&body);
         let what = || format!("appending to {}", self.path.display());
-        self.out.write_all(&len.to_le_bytes()).map_err(io_error(what()))?;
-        self.out.write_all(&crc.to_le_bytes()).map_err(io_error(what()))?;
+        self.out
+            .write_all(&len.to_le_bytes())
+            .map_err(io_error(what()))?;
+        self.out
+            .write_all(&crc.to_le_bytes())
+            .map_err(io_error(what()))?;
         self.out.write_all(&body).map_err(io_error(what()))?;
         self.out.flush().map_err(io_error(what()))?;
         Ok(RECORD_PREFIX + body.len())
@@ -140,13 +162,17 @@ impl LogConsumer {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(producer) = name.strip_suffix(".log") else { continue };
+            let Some(producer) = name.strip_suffix(".log") else {
+                continue;
+            };
             if self.files.contains_key(producer) || !(self.accept)(producer) {
                 continue;
             }
             let path = entry.path();
-            let file = File::open(&path).map_err(io_error(format!("opening {}", path.display())))?;
-            self.files.insert(producer.to_string(), TailedFile { file, offset: 0 });
+            let file =
+                File::open(&path).map_err(io_error(format!("opening {}", path.display())))?;
+            self.files
+                .insert(producer.to_string(), TailedFile { file, offset: 0 });
         }
         Ok(())
     }
@@ -177,9 +203,15 @@ fn read_record(
     if size < tailed.offset + RECORD_PREFIX as u64 {
         return Ok(None);
     }
-    tailed.file.seek(SeekFrom::Start(tailed.offset)).map_err(io_error(what()))?;
+    tailed
+        .file
+        .seek(SeekFrom::Start(tailed.offset))
+        .map_err(io_error(what()))?;
     let mut prefix = [0u8; RECORD_PREFIX];
-    tailed.file.read_exact(&mut prefix).map_err(io_error(what()))?;
+    tailed
+        .file
+        .read_exact(&mut prefix)
+        .map_err(io_error(what()))?;
     let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as u64;
     let crc = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
     if size < tailed.offset + RECORD_PREFIX as u64 + len {
@@ -199,11 +231,16 @@ fn read_record(
         return Err(corrupt("record too short"));
     }
     let header_len = u32::from_le_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]) as usize;
-    let header_bytes = buffer.get(4..4 + header_len).ok_or_else(|| corrupt("header length out of range"))?;
-    let pairs: BTreeMap<String, String> =
-        serde_json::from_slice(header_bytes).map_err(|e| corrupt(&format!("header is not JSON: {e}")))?;
+    let header_bytes = buffer
+        .get(4..4 + header_len)
+        .ok_or_else(|| corrupt("header length out of range"))?;
+    let pairs: BTreeMap<String, String> = serde_json::from_slice(header_bytes)
+        .map_err(|e| corrupt(&format!("header is not JSON: {e}")))?;
     let header = FrameHeader::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-    Ok(Some(Frame { header, payload: buffer[4 + header_len..].to_vec() }))
+    Ok(Some(Frame {
+        header,
+        payload: buffer[4 + header_len..].to_vec(),
+    }))
 }
 
 #[cfg(test)]
@@ -241,8 +278,11 @@ mod tests {
         let mut consumer = log.consumer("t", |p| p.starts_with("edge-"));
         let frames = consumer.poll(100).unwrap();
         assert_eq!(frames.len(), 6);
-        let seqs_a: Vec<u64> =
-            frames.iter().filter(|f| f.header.edge_id == "edge-a").map(|f| f.header.sequence).collect();
+        let seqs_a: Vec<u64> = frames
+            .iter()
+            .filter(|f| f.header.edge_id == "edge-a")
+            .map(|f| f.header.sequence)
+            .collect();
         assert_eq!(seqs_a, vec![1, 2, 3]);
         assert!(consumer.poll(100).unwrap().is_empty());
         a.append(&frame("edge-a", 4, b"late")).unwrap();

@@ -99,7 +99,9 @@ impl FrameHeader {
             }
         }
         let get = |i: usize| {
-            values[i].ok_or_else(|| ConnectorError::BadFrame(format!("missing header {}", HEADER_NAMES[i])))
+            values[i].ok_or_else(|| {
+                ConnectorError::BadFrame(format!("missing header {}", HEADER_NAMES[i]))
+            })
         };
         let number = |i: usize| -> Result<i128, ConnectorError> {
             get(i)?.parse::<i128>().map_err(|_| {
@@ -119,7 +121,9 @@ impl FrameHeader {
                 ConnectorError::BadFrame("header edgeflow-schema is not hexadecimal".into())
             })?,
             kind: FrameKind::from_name(get(6)?).ok_or_else(|| {
-                ConnectorError::BadFrame("header edgeflow-kind must be data, watermark or end".into())
+                ConnectorError::BadFrame(
+                    "header edgeflow-kind must be data, watermark or end".into(),
+                )
             })?,
         })
     }
@@ -160,7 +164,9 @@ pub fn decode_batch(bytes: &[u8]) -> Result<RecordBatch, ConnectorError> {
     let mut reader = StreamReader::try_new(Cursor::new(bytes), None)?;
     match reader.next() {
         Some(batch) => Ok(batch?),
-        None => Err(ConnectorError::BadFrame("payload holds no record batch".into())),
+        None => Err(ConnectorError::BadFrame(
+            "payload holds no record batch".into(),
+        )),
     }
 }
 
@@ -197,10 +203,22 @@ mod tests {
     fn header_with_missing_or_bad_field_is_rejected() {
         let pairs = header().to_pairs();
         let missing = FrameHeader::from_pairs(pairs.iter().skip(1).map(|(k, v)| (*k, v.as_str())));
-        assert!(missing.unwrap_err().to_string().contains("edgeflow-pipeline"));
-        let bad = FrameHeader::from_pairs(
-            pairs.iter().map(|(k, v)| (*k, if *k == "edgeflow-seq" { "x" } else { v.as_str() })),
+        assert!(
+            missing
+                .unwrap_err()
+                .to_string()
+                .contains("edgeflow-pipeline")
         );
+        let bad = FrameHeader::from_pairs(pairs.iter().map(|(k, v)| {
+            (
+                *k,
+                if *k == "edgeflow-seq" {
+                    "x"
+                } else {
+                    v.as_str()
+                },
+            )
+        }));
         assert!(bad.unwrap_err().to_string().contains("edgeflow-seq"));
     }
 

@@ -11,12 +11,18 @@ use clap::{Parser, Subcommand, ValueEnum};
 use edgeflow::metrics::Metrics;
 use edgeflow::plan::{self, Plan};
 use edgeflow::runtime::{self, RunContext, RunOptions};
-use edgeflow::sql::http::{ServerState, serve};
-use edgeflow::sql::{QueryEngine, QueryResult, ResultFormat, decode_ipc_result, encode_result, render_table};
 use edgeflow::spec::Diagnostics;
+use edgeflow::sql::http::{ServerState, serve};
+use edgeflow::sql::{
+    QueryEngine, QueryResult, ResultFormat, decode_ipc_result, encode_result, render_table,
+};
 
 #[derive(Parser)]
-#[command(name = "edgeflow", version, about = "Stream processing for edge-cloud systems: YAML pipelines on timely dataflow")]
+#[command(
+    name = "edgeflow",
+    version,
+    about = "Stream processing for edge-cloud systems: YAML pipelines on timely dataflow"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -126,7 +132,11 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Validate { files } => validate(&files),
         Command::Graph { file, format } => graph(&file, format),
-        Command::Sql { sql, server, format } => sql_client(&sql, &server, format),
+        Command::Sql {
+            sql,
+            server,
+            format,
+        } => sql_client(&sql, &server, format),
     };
     match outcome {
         Ok(code) => code,
@@ -209,8 +219,12 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         let listener = tokio
             .block_on(tokio::net::TcpListener::bind(args.listen))
             .with_context(|| format!("listening on {}", args.listen))?;
-        let address = listener.local_addr().context("reading the listening address")?;
-        eprintln!("edgeflow: serving SQL on http://{address}/sql (metrics at /metrics, health at /health)");
+        let address = listener
+            .local_addr()
+            .context("reading the listening address")?;
+        eprintln!(
+            "edgeflow: serving SQL on http://{address}/sql (metrics at /metrics, health at /health)"
+        );
         let state = state.clone();
         Some(tokio.spawn(serve(listener, state, async {
             let _ = shutdown_rx.await;
@@ -235,11 +249,16 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     if !args.quiet {
         eprintln!("edgeflow: {} finished: {report}", plan.pipeline);
         if report.dead_letters > 0 {
-            eprintln!("edgeflow: dead letters written to {}", ctx.dead_letter_path().display());
+            eprintln!(
+                "edgeflow: dead letters written to {}",
+                ctx.dead_letter_path().display()
+            );
         }
     }
     for sql in &args.queries {
-        let result = tokio.block_on(engine.query(sql)).map_err(|e| anyhow!("{e}"))?;
+        let result = tokio
+            .block_on(engine.query(sql))
+            .map_err(|e| anyhow!("{e}"))?;
         print_result(&result, args.format)?;
     }
     if let Some(server) = server {
@@ -253,7 +272,10 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             });
         }
         let _ = shutdown_tx.send(());
-        tokio.block_on(server).context("the HTTP server task failed")?.context("serving HTTP")?;
+        tokio
+            .block_on(server)
+            .context("the HTTP server task failed")?
+            .context("serving HTTP")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -261,7 +283,9 @@ fn run(args: RunArgs) -> Result<ExitCode> {
 fn print_result(result: &QueryResult, format: OutputFormat) -> Result<()> {
     let bytes = encode_result(result, format.result_format()).map_err(|e| anyhow!("{e}"))?;
     use std::io::Write;
-    std::io::stdout().write_all(&bytes).context("writing to stdout")?;
+    std::io::stdout()
+        .write_all(&bytes)
+        .context("writing to stdout")?;
     Ok(())
 }
 
@@ -281,9 +305,14 @@ fn sql_client(sql: &str, server: &str, format: OutputFormat) -> Result<ExitCode>
         .header("Accept", ResultFormat::ArrowIpc.content_type())
         .header("Content-Type", "text/plain")
         .send(sql)
-        .with_context(|| format!("cannot reach edgeflow at {base} (is `edgeflow run --serve` running?)"))?;
+        .with_context(|| {
+            format!("cannot reach edgeflow at {base} (is `edgeflow run --serve` running?)")
+        })?;
     let status = response.status();
-    let body = response.body_mut().read_to_vec().context("reading the response")?;
+    let body = response
+        .body_mut()
+        .read_to_vec()
+        .context("reading the response")?;
     if !status.is_success() {
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()

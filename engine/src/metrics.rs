@@ -65,15 +65,60 @@ impl Metrics {
             .register(Box::new(watermark.clone()))
             .unwrap_or_else(|e| unreachable!("gauge is registered once: {e}"));
         Metrics {
-            events_in: counter(&registry, "edgeflow_node_events_in_total", "Events received by a node.", &NODE_LABELS),
-            events_out: counter(&registry, "edgeflow_node_events_out_total", "Events emitted by a node on its main output.", &NODE_LABELS),
-            batches_in: counter(&registry, "edgeflow_node_batches_in_total", "Batches received by a node.", &NODE_LABELS),
-            errors: counter(&registry, "edgeflow_node_errors_total", "Errors met by a node (bad records, failed writes).", &NODE_LABELS),
-            late_events: counter(&registry, "edgeflow_node_late_events_total", "Events that arrived after their window closed.", &NODE_LABELS),
-            dead_letters: counter(&registry, "edgeflow_node_dead_letters_total", "Records sent to the dead-letter output.", &NODE_LABELS),
-            cut_bytes: counter(&registry, "edgeflow_cut_bytes_total", "Payload bytes sent across the edge-cloud cut.", &["topic"]),
-            cut_frames: counter(&registry, "edgeflow_cut_frames_total", "Frames sent across the edge-cloud cut.", &["topic"]),
-            duplicates: counter(&registry, "edgeflow_cut_duplicates_total", "Frames the cloud dropped as already applied.", &["topic"]),
+            events_in: counter(
+                &registry,
+                "edgeflow_node_events_in_total",
+                "Events received by a node.",
+                &NODE_LABELS,
+            ),
+            events_out: counter(
+                &registry,
+                "edgeflow_node_events_out_total",
+                "Events emitted by a node on its main output.",
+                &NODE_LABELS,
+            ),
+            batches_in: counter(
+                &registry,
+                "edgeflow_node_batches_in_total",
+                "Batches received by a node.",
+                &NODE_LABELS,
+            ),
+            errors: counter(
+                &registry,
+                "edgeflow_node_errors_total",
+                "Errors met by a node (bad records, failed writes).",
+                &NODE_LABELS,
+            ),
+            late_events: counter(
+                &registry,
+                "edgeflow_node_late_events_total",
+                "Events that arrived after their window closed.",
+                &NODE_LABELS,
+            ),
+            dead_letters: counter(
+                &registry,
+                "edgeflow_node_dead_letters_total",
+                "Records sent to the dead-letter output.",
+                &NODE_LABELS,
+            ),
+            cut_bytes: counter(
+                &registry,
+                "edgeflow_cut_bytes_total",
+                "Payload bytes sent across the edge-cloud cut.",
+                &["topic"],
+            ),
+            cut_frames: counter(
+                &registry,
+                "edgeflow_cut_frames_total",
+                "Frames sent across the edge-cloud cut.",
+                &["topic"],
+            ),
+            duplicates: counter(
+                &registry,
+                "edgeflow_cut_duplicates_total",
+                "Frames the cloud dropped as already applied.",
+                &["topic"],
+            ),
             batch_seconds,
             watermark,
             registry,
@@ -119,7 +164,9 @@ impl Metrics {
         for mf in prometheus::core::Collector::collect(vec) {
             for m in mf.get_metric() {
                 let kind_ok = kinds.is_empty()
-                    || m.get_label().iter().any(|l| l.name() == "kind" && kinds.contains(&l.value()));
+                    || m.get_label()
+                        .iter()
+                        .any(|l| l.name() == "kind" && kinds.contains(&l.value()));
                 if kind_ok {
                     total += m.get_counter().get_value() as u64;
                 }
@@ -210,6 +257,11 @@ mod tests {
         assert_eq!(m.total(Family::EventsOut, &["generator", "file"]), 16);
         assert_eq!(m.total(Family::EventsOut, &[]), 23);
         let text = m.render();
-        assert!(text.contains(r#"edgeflow_node_events_out_total{kind="window",node="b",placement="edge"} 7"#), "{text}");
+        assert!(
+            text.contains(
+                r#"edgeflow_node_events_out_total{kind="window",node="b",placement="edge"} 7"#
+            ),
+            "{text}"
+        );
     }
 }

@@ -58,7 +58,13 @@ pub fn build_half(
     log: &EmbeddedLog,
 ) -> Result<(), EngineError> {
     let (index, peers) = (worker.index(), worker.peers());
-    let env = BuildEnv { plan, options, ctx, worker: index, peers };
+    let env = BuildEnv {
+        plan,
+        options,
+        ctx,
+        worker: index,
+        peers,
+    };
     worker.dataflow::<EventTime, _, _>(|scope| {
         let mut streams: HashMap<StreamRef, BatchStream> = HashMap::new();
         if half.placement == Placement::Cloud {
@@ -76,7 +82,10 @@ pub fn build_half(
                 .iter()
                 .map(|input| {
                     streams.get(input).cloned().ok_or_else(|| {
-                        EngineError::Internal(format!("node {}: input {input} was not built", node.id))
+                        EngineError::Internal(format!(
+                            "node {}: input {input} was not built",
+                            node.id
+                        ))
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -87,10 +96,19 @@ pub fn build_half(
             };
             let outputs = build_node(scope, node, input, &env)?;
             if let Some(main) = outputs.main {
-                streams.insert(StreamRef { node: node.id.clone(), port: Port::Main }, main);
+                streams.insert(
+                    StreamRef {
+                        node: node.id.clone(),
+                        port: Port::Main,
+                    },
+                    main,
+                );
             }
             if let Some(late) = outputs.late {
-                let late_ref = StreamRef { node: node.id.clone(), port: Port::Late };
+                let late_ref = StreamRef {
+                    node: node.id.clone(),
+                    port: Port::Late,
+                };
                 if is_consumed(plan, &late_ref) {
                     streams.insert(late_ref, late);
                 } else {
@@ -114,7 +132,10 @@ fn is_consumed(plan: &Plan, stream: &StreamRef) -> bool {
     plan.nodes.iter().any(|n| n.inputs.contains(stream))
 }
 
-fn require_input<'scope>(node: &PlanNode, input: Option<BatchStream<'scope>>) -> Result<BatchStream<'scope>, EngineError> {
+fn require_input<'scope>(
+    node: &PlanNode,
+    input: Option<BatchStream<'scope>>,
+) -> Result<BatchStream<'scope>, EngineError> {
     input.ok_or_else(|| EngineError::Internal(format!("node {} has no input", node.id)))
 }
 
@@ -125,14 +146,37 @@ fn build_node<'scope>(
     input: Option<BatchStream<'scope>>,
     env: &BuildEnv,
 ) -> Result<NodeOutputs<'scope>, EngineError> {
-    let main = |stream| Ok(NodeOutputs { main: Some(stream), late: None });
+    let main = |stream| {
+        Ok(NodeOutputs {
+            main: Some(stream),
+            late: None,
+        })
+    };
     match &node.operator {
         Operator::Generator(settings) => main(sources::generator(scope, node, settings, env)?),
         Operator::FileSource(settings) => main(sources::file(scope, node, settings, env)?),
-        Operator::Filter { predicate } => main(transforms::filter(require_input(node, input)?, node, predicate, env)?),
-        Operator::Map { fields, drop } => main(transforms::map(require_input(node, input)?, node, fields, drop, env)?),
-        Operator::Detect(settings) => main(transforms::detect(require_input(node, input)?, node, settings, env)?),
-        Operator::Window(settings) => window::window(require_input(node, input)?, node, settings, env),
+        Operator::Filter { predicate } => main(transforms::filter(
+            require_input(node, input)?,
+            node,
+            predicate,
+            env,
+        )?),
+        Operator::Map { fields, drop } => main(transforms::map(
+            require_input(node, input)?,
+            node,
+            fields,
+            drop,
+            env,
+        )?),
+        Operator::Detect(settings) => main(transforms::detect(
+            require_input(node, input)?,
+            node,
+            settings,
+            env,
+        )?),
+        Operator::Window(settings) => {
+            window::window(require_input(node, input)?, node, settings, env)
+        }
         Operator::Table { name } => {
             sinks::table(require_input(node, input)?, node, name, env)?;
             Ok(NodeOutputs::default())

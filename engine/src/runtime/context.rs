@@ -36,21 +36,32 @@ pub struct RunContext {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking writer cannot leave these half-updated in a way that matters more than
     // losing the rest of the run's output.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl RunContext {
     /// Prepares a run: creates `<data_dir>/<pipeline>/`, the dead-letter file in it, and
     /// every file sink of the plan.
-    pub fn new(plan: &Plan, data_dir: &Path, metrics: Metrics, catalog: Arc<Catalog>) -> Result<Self, EngineError> {
+    pub fn new(
+        plan: &Plan,
+        data_dir: &Path,
+        metrics: Metrics,
+        catalog: Arc<Catalog>,
+    ) -> Result<Self, EngineError> {
         let pipeline_dir = data_dir.join(&plan.pipeline);
         std::fs::create_dir_all(&pipeline_dir).map_err(|source| EngineError::Io {
             what: format!("creating data directory {}", pipeline_dir.display()),
             source,
         })?;
         let dead_letter_path = pipeline_dir.join("dead_letter.jsonl");
-        let dead_letters = DeadLetterWriter::create(&dead_letter_path)
-            .map_err(|source| EngineError::Connector { node: "dead letters".into(), source })?;
+        let dead_letters = DeadLetterWriter::create(&dead_letter_path).map_err(|source| {
+            EngineError::Connector {
+                node: "dead letters".into(),
+                source,
+            }
+        })?;
         let mut file_sinks = BTreeMap::new();
         for node in &plan.nodes {
             if let Operator::FileSink { path, format } = &node.operator {
@@ -59,8 +70,13 @@ impl RunContext {
                     SinkFormat::JsonLines => FileFormat::JsonLines,
                     SinkFormat::Parquet => FileFormat::Parquet,
                 };
-                let sink = FileSink::create(path, format, node.schema.to_arrow())
-                    .map_err(|source| EngineError::Connector { node: node.id.clone(), source })?;
+                let sink =
+                    FileSink::create(path, format, node.schema.to_arrow()).map_err(|source| {
+                        EngineError::Connector {
+                            node: node.id.clone(),
+                            source,
+                        }
+                    })?;
                 file_sinks.insert(node.id.clone(), sink);
             }
         }
@@ -110,7 +126,10 @@ impl RunContext {
         let mut writer = lock(&self.dead_letters);
         if let Err(e) = writer.write(letters) {
             drop(writer);
-            self.fail(format!("writing dead letters to {}: {e}", self.dead_letter_path().display()));
+            self.fail(format!(
+                "writing dead letters to {}: {e}",
+                self.dead_letter_path().display()
+            ));
         }
     }
 
@@ -119,7 +138,9 @@ impl RunContext {
         let mut sinks = lock(&self.file_sinks);
         let Some(sink) = sinks.get_mut(node) else {
             drop(sinks);
-            self.fail(format!("internal error (a bug in edgeflow): file sink {node} was not opened"));
+            self.fail(format!(
+                "internal error (a bug in edgeflow): file sink {node} was not opened"
+            ));
             return;
         };
         if let Err(e) = sink.write(batch) {
@@ -132,10 +153,14 @@ impl RunContext {
     pub fn finish_sinks(&self) -> Result<(), EngineError> {
         let sinks = std::mem::take(&mut *lock(&self.file_sinks));
         for (node, sink) in sinks {
-            sink.finish().map_err(|source| EngineError::Connector { node, source })?;
+            sink.finish()
+                .map_err(|source| EngineError::Connector { node, source })?;
         }
         lock(&self.dead_letters)
             .flush()
-            .map_err(|source| EngineError::Connector { node: "dead letters".into(), source })
+            .map_err(|source| EngineError::Connector {
+                node: "dead letters".into(),
+                source,
+            })
     }
 }

@@ -17,11 +17,23 @@ const KEY_HASH_SEED: u64 = 0x00ed_9ef1_0000_0001;
 
 /// Splits a batch into one batch per worker by the hash of its key columns. Rows whose key
 /// columns are missing go to worker 0 (the plan has checked the fields exist).
-pub fn partition_by_key(batch: &RecordBatch, key: &[String], peers: usize) -> Vec<(u64, RecordBatch)> {
-    let columns: Vec<ArrayRef> = key.iter().filter_map(|k| batch.column_by_name(k).cloned()).collect();
+pub fn partition_by_key(
+    batch: &RecordBatch,
+    key: &[String],
+    peers: usize,
+) -> Vec<(u64, RecordBatch)> {
+    let columns: Vec<ArrayRef> = key
+        .iter()
+        .filter_map(|k| batch.column_by_name(k).cloned())
+        .collect();
     let mut hashes = vec![0u64; batch.num_rows()];
     if !columns.is_empty()
-        && create_hashes(&columns, &RandomState::with_seed(KEY_HASH_SEED), &mut hashes).is_err()
+        && create_hashes(
+            &columns,
+            &RandomState::with_seed(KEY_HASH_SEED),
+            &mut hashes,
+        )
+        .is_err()
     {
         hashes.fill(0);
     }
@@ -44,7 +56,12 @@ pub fn partition_by_key(batch: &RecordBatch, key: &[String], peers: usize) -> Ve
 }
 
 /// Routes rows to the worker owning their key.
-pub fn exchange_by_key<'scope>(stream: BatchStream<'scope>, key: &[String], node: &str, env: &BuildEnv) -> BatchStream<'scope> {
+pub fn exchange_by_key<'scope>(
+    stream: BatchStream<'scope>,
+    key: &[String],
+    node: &str,
+    env: &BuildEnv,
+) -> BatchStream<'scope> {
     let peers = env.peers;
     if peers == 1 {
         return stream;
@@ -71,7 +88,9 @@ pub fn exchange_by_key<'scope>(stream: BatchStream<'scope>, key: &[String], node
         .unary(Pipeline, &format!("keyed[{node}]"), |_cap, _info| {
             |input, output| {
                 input.for_each(|cap, data| {
-                    output.session(&cap).give_iterator(data.drain(..).map(|(_, batch)| batch));
+                    output
+                        .session(&cap)
+                        .give_iterator(data.drain(..).map(|(_, batch)| batch));
                 });
             }
         })
@@ -92,21 +111,39 @@ mod tests {
             Field::new("k", DataType::Utf8, true),
             Field::new("v", DataType::Int64, true),
         ]));
-        let keys: Vec<Option<String>> =
-            (0..1000).map(|i| if i % 97 == 0 { None } else { Some(format!("k{}", i % 37)) }).collect();
+        let keys: Vec<Option<String>> = (0..1000)
+            .map(|i| {
+                if i % 97 == 0 {
+                    None
+                } else {
+                    Some(format!("k{}", i % 37))
+                }
+            })
+            .collect();
         let batch = RecordBatch::try_new(
             schema,
-            vec![Arc::new(StringArray::from(keys.clone())), Arc::new(Int64Array::from_iter_values(0..1000))],
+            vec![
+                Arc::new(StringArray::from(keys.clone())),
+                Arc::new(Int64Array::from_iter_values(0..1000)),
+            ],
         )
         .unwrap();
         let parts = partition_by_key(&batch, &["k".to_string()], 3);
         let mut owner = std::collections::HashMap::new();
         let mut seen = 0;
         for (worker, part) in &parts {
-            let k = part.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            let k = part
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
             for i in 0..part.num_rows() {
                 let key = k.is_valid(i).then(|| k.value(i).to_string());
-                assert_eq!(*owner.entry(key).or_insert(*worker), *worker, "a key was split");
+                assert_eq!(
+                    *owner.entry(key).or_insert(*worker),
+                    *worker,
+                    "a key was split"
+                );
                 seen += 1;
             }
         }

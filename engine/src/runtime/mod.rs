@@ -132,7 +132,11 @@ fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// The tables a plan materializes, empty, for `writers` workers.
@@ -140,7 +144,11 @@ pub fn catalog_for(plan: &Plan, writers: usize) -> Catalog {
     let mut catalog = Catalog::new();
     for node in &plan.nodes {
         if let Operator::Table { name } = &node.operator {
-            catalog.insert(Arc::new(MaterializedTable::new(name, node.schema.to_arrow(), writers)));
+            catalog.insert(Arc::new(MaterializedTable::new(
+                name,
+                node.schema.to_arrow(),
+                writers,
+            )));
         }
     }
     catalog
@@ -148,10 +156,17 @@ pub fn catalog_for(plan: &Plan, writers: usize) -> Catalog {
 
 /// Runs both halves of a plan in this process, joined by the embedded log under
 /// `<data_dir>/<pipeline>/log`, until every source is exhausted (or `ctx.stop` is set).
-pub fn run_embedded(plan: Arc<Plan>, options: &RunOptions, ctx: RunContext) -> Result<RunReport, EngineError> {
+pub fn run_embedded(
+    plan: Arc<Plan>,
+    options: &RunOptions,
+    ctx: RunContext,
+) -> Result<RunReport, EngineError> {
     let workers = options.workers.max(1);
     let log = EmbeddedLog::open_empty(&ctx.pipeline_dir.join("log")).map_err(|source| {
-        EngineError::Connector { node: "embedded log".into(), source }
+        EngineError::Connector {
+            node: "embedded log".into(),
+            source,
+        }
     })?;
     let started = Instant::now();
     let finished_workers = Arc::new(AtomicUsize::new(0));
@@ -162,8 +177,14 @@ pub fn run_embedded(plan: Arc<Plan>, options: &RunOptions, ctx: RunContext) -> R
         timely::execute(timely::Config::process(workers), move |worker| {
             let result = (|| {
                 let edge_id = format!("embedded-{}", worker.index());
-                let edge = build::Half { placement: Placement::Edge, edge_id: edge_id.clone() };
-                let cloud = build::Half { placement: Placement::Cloud, edge_id };
+                let edge = build::Half {
+                    placement: Placement::Edge,
+                    edge_id: edge_id.clone(),
+                };
+                let cloud = build::Half {
+                    placement: Placement::Cloud,
+                    edge_id,
+                };
                 build::build_half(worker, &plan, &edge, &options, &ctx, &log)?;
                 build::build_half(worker, &plan, &cloud, &options, &ctx, &log)?;
                 while worker.step_or_park(Some(Duration::from_millis(20))) {}
@@ -194,7 +215,8 @@ pub fn run_embedded(plan: Arc<Plan>, options: &RunOptions, ctx: RunContext) -> R
         }
     }
     for result in guards.join() {
-        result.map_err(|panic| EngineError::Internal(format!("a worker thread panicked: {panic}")))?;
+        result
+            .map_err(|panic| EngineError::Internal(format!("a worker thread panicked: {panic}")))?;
     }
     if options.progress {
         eprintln!();

@@ -18,14 +18,22 @@ use crate::plan::PlanNode;
 
 /// The `table` kind: appends rows to the materialized table and tells it how far this
 /// worker's input is complete, so SQL sees whole windows only.
-pub fn table(stream: BatchStream, node: &PlanNode, name: &str, env: &BuildEnv) -> Result<(), EngineError> {
+pub fn table(
+    stream: BatchStream,
+    node: &PlanNode,
+    name: &str,
+    env: &BuildEnv,
+) -> Result<(), EngineError> {
     let table = env
         .ctx
         .catalog
         .get(name)
         .cloned()
         .ok_or_else(|| EngineError::Internal(format!("table {name} is not in the catalog")))?;
-    let metrics = env.ctx.metrics.node(&node.id, node.kind, node.placement.name());
+    let metrics = env
+        .ctx
+        .metrics
+        .node(&node.id, node.kind, node.placement.name());
     let worker = env.worker;
     stream.sink(Pipeline, &operator_name(node), move |(input, frontier)| {
         input.for_each(|cap, data| {
@@ -35,10 +43,16 @@ pub fn table(stream: BatchStream, node: &PlanNode, name: &str, env: &BuildEnv) -
                 metrics.events_in.inc_by(batch.num_rows() as u64);
                 // A message without a time makes no progress claim; such rows are final at once.
                 table.append(cap.least().copied().unwrap_or(EventTime::MIN), batch.0);
-                metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+                metrics
+                    .batch_seconds
+                    .observe(started.elapsed().as_secs_f64());
             }
         });
-        let watermark = frontier.frontier().first().copied().unwrap_or(EventTime::MAX);
+        let watermark = frontier
+            .frontier()
+            .first()
+            .copied()
+            .unwrap_or(EventTime::MAX);
         metrics.watermark.set(watermark);
         table.advance(worker, watermark);
     });
@@ -47,7 +61,10 @@ pub fn table(stream: BatchStream, node: &PlanNode, name: &str, env: &BuildEnv) -
 
 /// The `file` kind as a sink.
 pub fn file(stream: BatchStream, node: &PlanNode, env: &BuildEnv) {
-    let metrics = env.ctx.metrics.node(&node.id, node.kind, node.placement.name());
+    let metrics = env
+        .ctx
+        .metrics
+        .node(&node.id, node.kind, node.placement.name());
     let ctx = env.ctx.clone();
     let node_id = node.id.clone();
     stream.sink(Pipeline, &operator_name(node), move |(input, _frontier)| {
@@ -63,8 +80,15 @@ pub fn file(stream: BatchStream, node: &PlanNode, env: &BuildEnv) {
 
 /// The `stdout` kind: JSON lines or aligned tables on standard output.
 pub fn stdout(stream: BatchStream, node: &PlanNode, table_format: bool, env: &BuildEnv) {
-    let metrics = env.ctx.metrics.node(&node.id, node.kind, node.placement.name());
-    let format = if table_format { TextFormat::Table } else { TextFormat::JsonLines };
+    let metrics = env
+        .ctx
+        .metrics
+        .node(&node.id, node.kind, node.placement.name());
+    let format = if table_format {
+        TextFormat::Table
+    } else {
+        TextFormat::JsonLines
+    };
     stream.sink(Pipeline, &operator_name(node), move |(input, _frontier)| {
         input.for_each(|_cap, data| {
             for batch in data.drain(..) {
@@ -92,16 +116,26 @@ pub fn stdout(stream: BatchStream, node: &PlanNode, table_format: bool, env: &Bu
 /// Late rows of a window whose `late` output no node reads: counted already, written to the
 /// dead-letter output so they are never silently lost.
 pub fn dead_letter_late(stream: BatchStream, node: &PlanNode, env: &BuildEnv) {
-    let metrics = env.ctx.metrics.node(&node.id, node.kind, node.placement.name());
+    let metrics = env
+        .ctx
+        .metrics
+        .node(&node.id, node.kind, node.placement.name());
     let ctx = env.ctx.clone();
     let node_id = node.id.clone();
-    stream.sink(Pipeline, &format!("late[{}]", node.id), move |(input, _frontier)| {
-        input.for_each(|_cap, data| {
-            for batch in data.drain(..) {
-                ctx.dead_letter(&metrics, &rows_as_dead_letters(&node_id, &batch, LATE_REASON));
-            }
-        });
-    });
+    stream.sink(
+        Pipeline,
+        &format!("late[{}]", node.id),
+        move |(input, _frontier)| {
+            input.for_each(|_cap, data| {
+                for batch in data.drain(..) {
+                    ctx.dead_letter(
+                        &metrics,
+                        &rows_as_dead_letters(&node_id, &batch, LATE_REASON),
+                    );
+                }
+            });
+        },
+    );
 }
 
 /// Why late rows nobody consumes are dead letters.
@@ -115,6 +149,11 @@ pub fn rows_as_dead_letters(node: &str, batch: &RecordBatch, reason: &str) -> Ve
     };
     lines
         .into_iter()
-        .map(|raw| DeadLetter { node: node.to_string(), reason: reason.to_string(), raw, location: String::new() })
+        .map(|raw| DeadLetter {
+            node: node.to_string(),
+            reason: reason.to_string(),
+            raw,
+            location: String::new(),
+        })
         .collect()
 }

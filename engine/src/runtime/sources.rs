@@ -27,7 +27,9 @@ fn generator_options(settings: &GeneratorSettings) -> Result<GeneratorOptions, S
     let shapes = settings
         .anomaly_shapes
         .iter()
-        .map(|name| AnomalyShape::from_name(name).ok_or_else(|| format!("unknown anomaly shape {name}")))
+        .map(|name| {
+            AnomalyShape::from_name(name).ok_or_else(|| format!("unknown anomaly shape {name}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(GeneratorOptions {
         seed: settings.seed,
@@ -52,57 +54,70 @@ pub fn generator<'scope>(
     env: &BuildEnv,
 ) -> Result<BatchStream<'scope>, EngineError> {
     let options = generator_options(settings).map_err(EngineError::Internal)?;
-    let readings_per_second = settings.rate_per_device
-        * f64::from(settings.devices)
-        * settings.sensors.len() as f64
-        / env.peers as f64;
-    let mut generator = Generator::new(options, env.worker, env.peers)
-        .map_err(|source| EngineError::Connector { node: node.id.clone(), source })?;
+    let readings_per_second =
+        settings.rate_per_device * f64::from(settings.devices) * settings.sensors.len() as f64
+            / env.peers as f64;
+    let mut generator = Generator::new(options, env.worker, env.peers).map_err(|source| {
+        EngineError::Connector {
+            node: node.id.clone(),
+            source,
+        }
+    })?;
     if let Some(events) = env.options.events.or(settings.events) {
         generator.set_limit(events);
     }
     let realtime = env.options.realtime;
     let batch_rows = if realtime {
-        ((readings_per_second * REALTIME_TICK.as_secs_f64()).ceil() as usize).clamp(1, env.options.batch_rows)
+        ((readings_per_second * REALTIME_TICK.as_secs_f64()).ceil() as usize)
+            .clamp(1, env.options.batch_rows)
     } else {
         env.options.batch_rows
     };
-    let metrics = env.ctx.metrics.node(&node.id, node.kind, node.placement.name());
+    let metrics = env
+        .ctx
+        .metrics
+        .node(&node.id, node.kind, node.placement.name());
     let ctx = env.ctx.clone();
-    Ok(source(scope, &operator_name(node), move |capability, info| {
-        let activator = scope.activator_for(info.address);
-        let mut capability = Some(capability);
-        let started = Instant::now();
-        let first_event = generator.next_event_time();
-        move |output| {
-            let Some(cap) = capability.as_mut() else { return };
-            if ctx.stopping() {
-                capability = None;
-                return;
-            }
-            for _ in 0..BATCHES_PER_ACTIVATION {
-                if realtime {
-                    let due = first_event + started.elapsed().as_millis() as i64;
-                    let ahead = generator.next_event_time() - due;
-                    if ahead > 0 {
-                        activator.activate_after(Duration::from_millis(ahead as u64));
-                        return;
-                    }
-                }
-                let Some(batch) = generator.next_batch(batch_rows) else {
-                    capability = None;
+    Ok(source(
+        scope,
+        &operator_name(node),
+        move |capability, info| {
+            let activator = scope.activator_for(info.address);
+            let mut capability = Some(capability);
+            let started = Instant::now();
+            let first_event = generator.next_event_time();
+            move |output| {
+                let Some(cap) = capability.as_mut() else {
                     return;
                 };
-                metrics.events_out.inc_by(batch.num_rows() as u64);
-                output.session(&*cap).give(Batch(batch));
-                let watermark = generator.watermark();
-                if watermark > *cap.time() {
-                    cap.downgrade(&watermark);
+                if ctx.stopping() {
+                    capability = None;
+                    return;
                 }
+                for _ in 0..BATCHES_PER_ACTIVATION {
+                    if realtime {
+                        let due = first_event + started.elapsed().as_millis() as i64;
+                        let ahead = generator.next_event_time() - due;
+                        if ahead > 0 {
+                            activator.activate_after(Duration::from_millis(ahead as u64));
+                            return;
+                        }
+                    }
+                    let Some(batch) = generator.next_batch(batch_rows) else {
+                        capability = None;
+                        return;
+                    };
+                    metrics.events_out.inc_by(batch.num_rows() as u64);
+                    output.session(&*cap).give(Batch(batch));
+                    let watermark = generator.watermark();
+                    if watermark > *cap.time() {
+                        cap.downgrade(&watermark);
+                    }
+                }
+                activator.activate();
             }
-            activator.activate();
-        }
-    }))
+        },
+    ))
 }
 
 /// The `file` kind as a source: CSV or JSON lines, read by worker 0; bad lines go to the
@@ -125,66 +140,82 @@ pub fn file<'scope>(
             batch_rows: env.options.batch_rows,
         };
         Some(
-            FileSource::open(&node.id, options)
-                .map_err(|source| EngineError::Connector { node: node.id.clone(), source })?,
+            FileSource::open(&node.id, options).map_err(|source| EngineError::Connector {
+                node: node.id.clone(),
+                source,
+            })?,
         )
     } else {
         None
     };
-    let time_field = node
-        .time_field
-        .clone()
-        .ok_or_else(|| EngineError::Internal(format!("file source {} has no time field", node.id)))?;
+    let time_field = node.time_field.clone().ok_or_else(|| {
+        EngineError::Internal(format!("file source {} has no time field", node.id))
+    })?;
     let disorder = settings.disorder_ms;
-    let metrics = env.ctx.metrics.node(&node.id, node.kind, node.placement.name());
+    let metrics = env
+        .ctx
+        .metrics
+        .node(&node.id, node.kind, node.placement.name());
     let ctx = env.ctx.clone();
     let node_id = node.id.clone();
-    Ok(source(scope, &operator_name(node), move |capability, info| {
-        let activator = scope.activator_for(info.address);
-        let mut capability = if reader.is_some() { Some(capability) } else { None };
-        let mut max_ts = EventTime::MIN;
-        move |output| {
-            let (Some(cap), Some(source)) = (capability.as_mut(), reader.as_mut()) else { return };
-            if ctx.stopping() {
-                capability = None;
-                return;
-            }
-            for _ in 0..BATCHES_PER_ACTIVATION {
-                match source.next_batch() {
-                    Ok(Some((batch, dead))) => {
-                        ctx.dead_letter(&metrics, &dead);
-                        if batch.num_rows() == 0 {
-                            continue;
+    Ok(source(
+        scope,
+        &operator_name(node),
+        move |capability, info| {
+            let activator = scope.activator_for(info.address);
+            let mut capability = if reader.is_some() {
+                Some(capability)
+            } else {
+                None
+            };
+            let mut max_ts = EventTime::MIN;
+            move |output| {
+                let (Some(cap), Some(source)) = (capability.as_mut(), reader.as_mut()) else {
+                    return;
+                };
+                if ctx.stopping() {
+                    capability = None;
+                    return;
+                }
+                for _ in 0..BATCHES_PER_ACTIVATION {
+                    match source.next_batch() {
+                        Ok(Some((batch, dead))) => {
+                            ctx.dead_letter(&metrics, &dead);
+                            if batch.num_rows() == 0 {
+                                continue;
+                            }
+                            if let Some(ts) = max_timestamp(&batch, &time_field) {
+                                max_ts = max_ts.max(ts);
+                            }
+                            metrics.events_out.inc_by(batch.num_rows() as u64);
+                            output.session(&*cap).give(Batch(batch));
+                            let watermark = max_ts.saturating_sub(disorder);
+                            if watermark > *cap.time() {
+                                cap.downgrade(&watermark);
+                            }
                         }
-                        if let Some(ts) = max_timestamp(&batch, &time_field) {
-                            max_ts = max_ts.max(ts);
+                        Ok(None) => {
+                            capability = None;
+                            return;
                         }
-                        metrics.events_out.inc_by(batch.num_rows() as u64);
-                        output.session(&*cap).give(Batch(batch));
-                        let watermark = max_ts.saturating_sub(disorder);
-                        if watermark > *cap.time() {
-                            cap.downgrade(&watermark);
+                        Err(e) => {
+                            metrics.errors.inc();
+                            ctx.fail(format!("node \"{node_id}\": {e}"));
+                            capability = None;
+                            return;
                         }
-                    }
-                    Ok(None) => {
-                        capability = None;
-                        return;
-                    }
-                    Err(e) => {
-                        metrics.errors.inc();
-                        ctx.fail(format!("node \"{node_id}\": {e}"));
-                        capability = None;
-                        return;
                     }
                 }
+                activator.activate();
             }
-            activator.activate();
-        }
-    }))
+        },
+    ))
 }
 
 fn max_timestamp(batch: &arrow::record_batch::RecordBatch, field: &str) -> Option<i64> {
     let column = batch.column_by_name(field)?;
-    let ts = column.as_any().downcast_ref::<arrow::array::TimestampMillisecondArray>()?;
+    let ts = column
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampMillisecondArray>()?;
     arrow::compute::max(ts)
 }

@@ -32,7 +32,10 @@ fn map_batches<'scope, F>(
 where
     F: FnMut(&RecordBatch) -> Result<Option<RecordBatch>, OperatorError> + 'static,
 {
-    let metrics = env.ctx.metrics.node(&node.id, node.kind, node.placement.name());
+    let metrics = env
+        .ctx
+        .metrics
+        .node(&node.id, node.kind, node.placement.name());
     let ctx = env.ctx.clone();
     let node_id = node.id.clone();
     stream.unary(Pipeline, &operator_name(node), move |_capability, _info| {
@@ -51,14 +54,22 @@ where
                         Ok(_) => {}
                         Err(e) => reject(&ctx, &metrics, &node_id, &batch, &e),
                     }
-                    metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+                    metrics
+                        .batch_seconds
+                        .observe(started.elapsed().as_secs_f64());
                 }
             });
         }
     })
 }
 
-fn reject(ctx: &RunContext, metrics: &NodeMetrics, node: &str, batch: &RecordBatch, error: &OperatorError) {
+fn reject(
+    ctx: &RunContext,
+    metrics: &NodeMetrics,
+    node: &str,
+    batch: &RecordBatch,
+    error: &OperatorError,
+) {
     metrics.errors.inc();
     let reason = error_chain(error);
     tracing::warn!(node, rows = batch.num_rows(), %reason, "batch rejected");
@@ -78,14 +89,24 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 fn operator_error(node: &PlanNode) -> impl FnOnce(OperatorError) -> EngineError + '_ {
-    move |source| EngineError::Operator { node: node.id.clone(), source }
+    move |source| EngineError::Operator {
+        node: node.id.clone(),
+        source,
+    }
 }
 
 /// The `filter` kind.
-pub fn filter<'scope>(stream: BatchStream<'scope>, node: &PlanNode, predicate: &str, env: &BuildEnv) -> Result<BatchStream<'scope>, EngineError> {
+pub fn filter<'scope>(
+    stream: BatchStream<'scope>,
+    node: &PlanNode,
+    predicate: &str,
+    env: &BuildEnv,
+) -> Result<BatchStream<'scope>, EngineError> {
     let input = input_schema(node, env)?;
     let compiled = CompiledFilter::new(&input, predicate).map_err(operator_error(node))?;
-    Ok(map_batches(stream, node, env, move |batch| compiled.apply(batch).map(Some)))
+    Ok(map_batches(stream, node, env, move |batch| {
+        compiled.apply(batch).map(Some)
+    }))
 }
 
 /// The `map` kind.
@@ -98,28 +119,51 @@ pub fn map<'scope>(
 ) -> Result<BatchStream<'scope>, EngineError> {
     let input = input_schema(node, env)?;
     let compiled = CompiledMap::new(&input, fields, drop).map_err(operator_error(node))?;
-    Ok(map_batches(stream, node, env, move |batch| compiled.apply(batch).map(Some)))
+    Ok(map_batches(stream, node, env, move |batch| {
+        compiled.apply(batch).map(Some)
+    }))
 }
 
 /// The `detect` kind: rows are exchanged by key so each key's running statistics live on
 /// one worker.
-pub fn detect<'scope>(stream: BatchStream<'scope>, node: &PlanNode, settings: &DetectSettings, env: &BuildEnv) -> Result<BatchStream<'scope>, EngineError> {
+pub fn detect<'scope>(
+    stream: BatchStream<'scope>,
+    node: &PlanNode,
+    settings: &DetectSettings,
+    env: &BuildEnv,
+) -> Result<BatchStream<'scope>, EngineError> {
     let input = input_schema(node, env)?;
     let kind = match &settings.method {
-        DetectMethod::Threshold { min, max } => DetectorKind::Threshold { min: *min, max: *max },
-        DetectMethod::ZScore { threshold, min_samples } => {
-            DetectorKind::ZScore { threshold: *threshold, min_samples: *min_samples }
-        }
+        DetectMethod::Threshold { min, max } => DetectorKind::Threshold {
+            min: *min,
+            max: *max,
+        },
+        DetectMethod::ZScore {
+            threshold,
+            min_samples,
+        } => DetectorKind::ZScore {
+            threshold: *threshold,
+            min_samples: *min_samples,
+        },
     };
-    let emit = if settings.emit_all { Emit::All } else { Emit::Exceptions };
-    let mut detector =
-        Detector::new(&input, &settings.key, &settings.value, kind, emit).map_err(operator_error(node))?;
+    let emit = if settings.emit_all {
+        Emit::All
+    } else {
+        Emit::Exceptions
+    };
+    let mut detector = Detector::new(&input, &settings.key, &settings.value, kind, emit)
+        .map_err(operator_error(node))?;
     let keyed = exchange_by_key(stream, &settings.key, &node.id, env);
-    Ok(map_batches(keyed, node, env, move |batch| detector.process(batch)))
+    Ok(map_batches(keyed, node, env, move |batch| {
+        detector.process(batch)
+    }))
 }
 
 /// The schema of a node's (first) input.
-pub fn input_schema(node: &PlanNode, env: &BuildEnv) -> Result<edgeflow_operators::schema::EventSchema, EngineError> {
+pub fn input_schema(
+    node: &PlanNode,
+    env: &BuildEnv,
+) -> Result<edgeflow_operators::schema::EventSchema, EngineError> {
     let input = node
         .inputs
         .first()
@@ -127,5 +171,7 @@ pub fn input_schema(node: &PlanNode, env: &BuildEnv) -> Result<edgeflow_operator
     env.plan
         .stream(input)
         .map(|(schema, _)| schema.clone())
-        .ok_or_else(|| EngineError::Internal(format!("node {}: no schema for input {input}", node.id)))
+        .ok_or_else(|| {
+            EngineError::Internal(format!("node {}: no schema for input {input}", node.id))
+        })
 }

@@ -37,7 +37,11 @@ pub fn window<'scope>(
         .iter()
         .map(|a| {
             AggregateFn::from_name(&a.func)
-                .map(|func| AggregateSpec { func, field: a.field.clone(), output: a.output.clone() })
+                .map(|func| AggregateSpec {
+                    func,
+                    field: a.field.clone(),
+                    output: a.output.clone(),
+                })
                 .ok_or_else(|| EngineError::Internal(format!("unknown aggregate {}", a.func)))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -46,12 +50,26 @@ pub fn window<'scope>(
         slide_ms: settings.slide_ms,
         allowed_lateness_ms: settings.allowed_lateness_ms,
     };
-    let mut aggregator = WindowAggregator::new(&input, &settings.time_field, &settings.key, &aggregates, spec)
-        .map_err(|source| EngineError::Operator { node: node.id.clone(), source })?;
-    let hold_back = settings.allowed_lateness_ms.saturating_add(settings.size_ms);
+    let mut aggregator = WindowAggregator::new(
+        &input,
+        &settings.time_field,
+        &settings.key,
+        &aggregates,
+        spec,
+    )
+    .map_err(|source| EngineError::Operator {
+        node: node.id.clone(),
+        source,
+    })?;
+    let hold_back = settings
+        .allowed_lateness_ms
+        .saturating_add(settings.size_ms);
 
     let keyed = exchange_by_key(stream, &settings.key, &node.id, env);
-    let metrics = env.ctx.metrics.node(&node.id, node.kind, node.placement.name());
+    let metrics = env
+        .ctx
+        .metrics
+        .node(&node.id, node.kind, node.placement.name());
     let ctx = env.ctx.clone();
     let node_id = node.id.clone();
 
@@ -75,30 +93,48 @@ pub fn window<'scope>(
                     let started = Instant::now();
                     metrics.batches_in.inc();
                     metrics.events_in.inc_by(batch.num_rows() as u64);
-                    match aggregator.push(&batch) {
+                    let declared = cap.least().copied().unwrap_or(EventTime::MIN);
+                    match aggregator.push_with_watermark(&batch, declared) {
                         Ok(outcome) => {
                             if let Some(rows) = outcome.late {
                                 metrics.late_events.inc_by(rows.num_rows() as u64);
                                 match cap.least() {
-                                    Some(time) => late.session(&cap.delayed(time, 1)).give(Batch(rows)),
-                                    None => ctx.dead_letter(&metrics, &rows_as_dead_letters(&node_id, &rows, LATE_REASON)),
+                                    Some(time) => {
+                                        late.session(&cap.delayed(time, 1)).give(Batch(rows))
+                                    }
+                                    None => ctx.dead_letter(
+                                        &metrics,
+                                        &rows_as_dead_letters(&node_id, &rows, LATE_REASON),
+                                    ),
                                 }
                             }
                             if let Some((rows, reason)) = outcome.invalid {
                                 metrics.errors.inc();
-                                ctx.dead_letter(&metrics, &rows_as_dead_letters(&node_id, &rows, &reason));
+                                ctx.dead_letter(
+                                    &metrics,
+                                    &rows_as_dead_letters(&node_id, &rows, &reason),
+                                );
                             }
                         }
                         Err(e) => {
                             metrics.errors.inc();
                             let reason = error_chain(&e);
-                            ctx.dead_letter(&metrics, &rows_as_dead_letters(&node_id, &batch, &reason));
+                            ctx.dead_letter(
+                                &metrics,
+                                &rows_as_dead_letters(&node_id, &batch, &reason),
+                            );
                         }
                     }
-                    metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+                    metrics
+                        .batch_seconds
+                        .observe(started.elapsed().as_secs_f64());
                 }
             });
-            let watermark = frontiers[0].frontier().first().copied().unwrap_or(EventTime::MAX);
+            let watermark = frontiers[0]
+                .frontier()
+                .first()
+                .copied()
+                .unwrap_or(EventTime::MAX);
             if watermark <= last_watermark {
                 return;
             }
@@ -108,13 +144,18 @@ pub fn window<'scope>(
             match aggregator.advance(watermark) {
                 Ok(Some(closed)) => {
                     metrics.events_out.inc_by(closed.num_rows() as u64);
-                    let time = earliest_start(&closed).unwrap_or(*cap.time()).max(*cap.time());
+                    let time = earliest_start(&closed)
+                        .unwrap_or(*cap.time())
+                        .max(*cap.time());
                     results.session(&cap.delayed(&time)).give(Batch(closed));
                 }
                 Ok(None) => {}
                 Err(e) => {
                     metrics.errors.inc();
-                    ctx.fail(format!("node \"{node_id}\": closing windows: {}", error_chain(&e)));
+                    ctx.fail(format!(
+                        "node \"{node_id}\": closing windows: {}",
+                        error_chain(&e)
+                    ));
                 }
             }
             if watermark == EventTime::MAX {
@@ -127,11 +168,17 @@ pub fn window<'scope>(
             }
         }
     });
-    Ok(NodeOutputs { main: Some(results_stream), late: Some(late_stream) })
+    Ok(NodeOutputs {
+        main: Some(results_stream),
+        late: Some(late_stream),
+    })
 }
 
 /// The smallest `window_start` of a result batch (its first column).
 fn earliest_start(batch: &RecordBatch) -> Option<EventTime> {
-    let starts = batch.column(0).as_any().downcast_ref::<TimestampMillisecondArray>()?;
+    let starts = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()?;
     arrow::compute::min(starts)
 }

@@ -70,7 +70,9 @@ impl MaterializedTable {
 
     fn lock(&self) -> MutexGuard<'_, TableState> {
         // A writer that panicked mid-append leaves whole batches only; keep serving.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds rows produced at timely time `time`; they become visible once every writer's
@@ -96,7 +98,12 @@ impl MaterializedTable {
             return;
         };
         *slot = (*slot).max(frontier);
-        let visible = state.writer_frontiers.iter().copied().min().unwrap_or(i64::MIN);
+        let visible = state
+            .writer_frontiers
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(i64::MIN);
         if visible <= state.visible_frontier {
             return;
         }
@@ -121,7 +128,10 @@ impl MaterializedTable {
     /// The rows visible now, with the frontier they are complete up to.
     pub fn snapshot(&self) -> TableSnapshot {
         let state = self.lock();
-        TableSnapshot { batches: state.committed.clone(), frontier: state.visible_frontier }
+        TableSnapshot {
+            batches: state.committed.clone(),
+            frontier: state.visible_frontier,
+        }
     }
 
     /// Number of visible rows.
@@ -199,6 +209,9 @@ mod tests {
         }
         let snap = t.snapshot();
         assert!(snap.batches.len() < COMPACT_AFTER_BATCHES);
-        assert_eq!(snap.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 200);
+        assert_eq!(
+            snap.batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+            200
+        );
     }
 }

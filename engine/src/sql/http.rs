@@ -5,8 +5,8 @@
 //! Bad SQL is a 400 with `{"error": ...}`.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -46,7 +46,9 @@ pub async fn serve(
     state: Arc<ServerState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {
@@ -55,7 +57,8 @@ fn error_response(status: StatusCode, message: &str) -> Response {
 }
 
 fn statement(headers: &HeaderMap, body: &Bytes) -> Result<String, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "the request body is not UTF-8".to_string())?;
+    let text =
+        std::str::from_utf8(body).map_err(|_| "the request body is not UTF-8".to_string())?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -75,7 +78,12 @@ fn statement(headers: &HeaderMap, body: &Bytes) -> Result<String, String> {
 async fn sql(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: Bytes) -> Response {
     let sql = match statement(&headers, &body) {
         Ok(sql) if !sql.trim().is_empty() => sql,
-        Ok(_) => return error_response(StatusCode::BAD_REQUEST, "the request body holds no SQL statement"),
+        Ok(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "the request body holds no SQL statement",
+            );
+        }
         Err(message) => return error_response(StatusCode::BAD_REQUEST, &message),
     };
     let format = headers
@@ -95,7 +103,11 @@ async fn sql(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: By
 }
 
 async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn health(State(state): State<Arc<ServerState>>) -> Response {
@@ -111,5 +123,9 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
         "state": if state.finished.load(Ordering::Relaxed) { "finished" } else { "running" },
         "tables": tables,
     });
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }

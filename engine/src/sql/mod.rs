@@ -112,7 +112,8 @@ impl ResultFormat {
 
 /// Encodes a result in a format.
 pub fn encode_result(result: &QueryResult, format: ResultFormat) -> Result<Vec<u8>, EngineError> {
-    let internal = |e: arrow::error::ArrowError| EngineError::Internal(format!("encoding result: {e}"));
+    let internal =
+        |e: arrow::error::ArrowError| EngineError::Internal(format!("encoding result: {e}"));
     let mut out = Vec::new();
     match format {
         ResultFormat::Json => {
@@ -128,7 +129,9 @@ pub fn encode_result(result: &QueryResult, format: ResultFormat) -> Result<Vec<u
             out.push(b'\n');
         }
         ResultFormat::Csv => {
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
             if result.batches.is_empty() {
                 let header = result
                     .schema
@@ -147,8 +150,8 @@ pub fn encode_result(result: &QueryResult, format: ResultFormat) -> Result<Vec<u
             }
         }
         ResultFormat::ArrowIpc => {
-            let mut writer =
-                arrow::ipc::writer::StreamWriter::try_new(&mut out, &result.schema).map_err(internal)?;
+            let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &result.schema)
+                .map_err(internal)?;
             for batch in &result.batches {
                 writer.write(batch).map_err(internal)?;
             }
@@ -170,8 +173,13 @@ pub fn render_table(result: &QueryResult) -> String {
     } else {
         arrow::util::pretty::pretty_format_batches(&result.batches)
     };
-    let table = table.map(|t| t.to_string()).unwrap_or_else(|e| format!("(cannot display: {e})"));
-    format!("{table}\n({rows} row{})\n", if rows == 1 { "" } else { "s" })
+    let table = table
+        .map(|t| t.to_string())
+        .unwrap_or_else(|e| format!("(cannot display: {e})"));
+    format!(
+        "{table}\n({rows} row{})\n",
+        if rows == 1 { "" } else { "s" }
+    )
 }
 
 /// Decodes an Arrow IPC stream (as sent for [`ResultFormat::ArrowIpc`]).

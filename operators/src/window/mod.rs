@@ -788,6 +788,18 @@ impl WindowAggregator {
     /// one so close to the ends of the i64 range that its windows cannot be represented, are
     /// returned in `invalid` with the reason.
     pub fn push(&mut self, batch: &RecordBatch) -> Result<PushOutcome> {
+        self.push_with_watermark(batch, i64::MIN)
+    }
+
+    /// Like [`push`](Self::push), but rows are judged late against
+    /// `max(watermark, the value last given to advance)`. A dataflow passes the watermark
+    /// its upstream declared when it sent the batch, which makes lateness independent of
+    /// when this operator happens to observe frontier progress.
+    pub fn push_with_watermark(
+        &mut self,
+        batch: &RecordBatch,
+        watermark: i64,
+    ) -> Result<PushOutcome> {
         check_batch(&self.input, batch)?;
         let n = batch.num_rows();
         if n == 0 {
@@ -813,7 +825,7 @@ impl WindowAggregator {
             self.spec.allowed_lateness_ms as i128,
         );
         let span = (self.per_row as i128 - 1) * slide;
-        let wm = self.watermark;
+        let wm = self.watermark.max(watermark);
         let mut late = Vec::new();
         let mut null_rows = Vec::new();
         let mut out_of_range = Vec::new();
@@ -844,7 +856,7 @@ impl WindowAggregator {
                 self.key_columns.iter().map(|&i| batch.column(i)).collect();
             self.interner.intern(&key_cols, n, &mut self.key_ids)?;
             for j in 0..self.per_row {
-                self.aggregate_pass(batch, times, j * self.spec.slide_ms)?;
+                self.aggregate_pass(batch, times, j * self.spec.slide_ms, wm)?;
             }
         }
 
@@ -873,8 +885,13 @@ impl WindowAggregator {
     }
 
     /// Adds the accepted rows to their windows starting `offset` ms before their latest one.
-    fn aggregate_pass(&mut self, batch: &RecordBatch, times: &[i64], offset: i64) -> Result<()> {
-        let wm = self.watermark;
+    fn aggregate_pass(
+        &mut self,
+        batch: &RecordBatch,
+        times: &[i64],
+        offset: i64,
+        wm: i64,
+    ) -> Result<()> {
         let (first, last) = self
             .bases
             .iter()
