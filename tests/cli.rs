@@ -75,7 +75,7 @@ fn validate_reports_every_problem_with_positions_and_fails() {
     let bad = write_pipeline(
         dir.path(),
         "bad.yaml",
-        "pipeline: bad\nnodes:\n  sensors: { kind: generator }\n  per_sec: { kind: window, inputs: [sensor], size: 1x, aggregates: [count] }\n  out: { kind: tabel, inputs: [per_sec] }\n",
+        "pipeline: bad\nnodes:\n  sensors: { kind: generator }\n  per_sec: { kind: window, inputs: [sensor], size: 1s, aggregates: [count] }\n  slow: { kind: window, inputs: [sensors], size: 1x, aggregates: [count] }\n  out: { kind: tabel, inputs: [per_sec] }\n",
     );
     let output = edgeflow()
         .args(["validate", bad.to_str().unwrap()])
@@ -85,7 +85,7 @@ fn validate_reports_every_problem_with_positions_and_fails() {
     assert!(!output.status.success());
     assert!(stderr.contains("bad.yaml:4:37: error: node \"per_sec\": unknown input \"sensor\"; did you mean \"sensors\"?"), "{stderr}");
     assert!(
-        stderr.contains("bad.yaml:4:52:"),
+        stderr.contains("bad.yaml:5:50: error: node \"slow\": field \"size\": invalid duration \"1x\""),
         "duration error position: {stderr}"
     );
     assert!(stderr.contains("tabel"), "{stderr}");

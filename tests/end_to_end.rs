@@ -141,7 +141,7 @@ fn run(dir: &Path, workers: usize, batch_rows: usize) -> (RunReport, String) {
     let options = RunOptions {
         workers,
         batch_rows,
-        data_dir: dir.join("data"),
+        data_dir: dir.join(format!("data-{workers}-{batch_rows}")),
         ..RunOptions::default()
     };
     let catalog = Arc::new(runtime::catalog_for(&plan, workers));
@@ -220,8 +220,10 @@ fn window_results_match_a_naive_recomputation_with_disorder_late_and_bad_rows() 
         written.sort();
         assert_eq!(written, late, "workers {workers}");
 
-        let dead =
-            std::fs::read_to_string(dir.path().join("data/oracle/dead_letter.jsonl")).unwrap();
+        let dead_path = dir
+            .path()
+            .join(format!("data-{workers}-{batch_rows}/oracle/dead_letter.jsonl"));
+        let dead = std::fs::read_to_string(dead_path).unwrap();
         assert_eq!(dead.lines().count() as u64, bad_lines);
         assert!(dead.contains("not-a-number"), "{dead}");
     }
