@@ -85,7 +85,9 @@ fn validate_reports_every_problem_with_positions_and_fails() {
     assert!(!output.status.success());
     assert!(stderr.contains("bad.yaml:4:37: error: node \"per_sec\": unknown input \"sensor\"; did you mean \"sensors\"?"), "{stderr}");
     assert!(
-        stderr.contains("bad.yaml:5:50: error: node \"slow\": field \"size\": invalid duration \"1x\""),
+        stderr.contains(
+            "bad.yaml:5:50: error: node \"slow\": field \"size\": invalid duration \"1x\""
+        ),
         "duration error position: {stderr}"
     );
     assert!(stderr.contains("tabel"), "{stderr}");
