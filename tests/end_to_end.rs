@@ -70,13 +70,16 @@ struct Agg {
     max: Option<f64>,
 }
 
+/// Expected aggregates by (device, window start).
+type Windows = BTreeMap<(String, i64), Agg>;
+
 /// The oracle: replays the source's batching and watermarks, decides lateness the way the
 /// documentation says, and aggregates with plain loops.
 fn expected(
     records: &[Record],
     batch_rows: usize,
-) -> (BTreeMap<(String, i64), Agg>, Vec<(String, i64)>) {
-    let mut windows: BTreeMap<(String, i64), Agg> = BTreeMap::new();
+) -> (Windows, Vec<(String, i64)>) {
+    let mut windows = Windows::new();
     let mut late = Vec::new();
     let mut max_ts = i64::MIN;
     for batch in records.chunks(batch_rows) {
@@ -159,7 +162,7 @@ fn run(dir: &Path, workers: usize, batch_rows: usize) -> (RunReport, String) {
     (report, csv)
 }
 
-fn format_expected(windows: &BTreeMap<(String, i64), Agg>) -> String {
+fn format_expected(windows: &Windows) -> String {
     let mut out = String::from("device,start,count,sum,min,max,mean\n");
     // Arrow's CSV writer prints floats as Rust's `{:?}` does (`120.0`, not `120`).
     let opt = |v: Option<f64>| v.map(|v| format!("{v:?}")).unwrap_or_default();

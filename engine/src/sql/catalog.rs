@@ -118,10 +118,10 @@ impl MaterializedTable {
             state.committed_rows += batch.num_rows();
             state.committed.push(batch);
         }
-        if state.committed.len() >= COMPACT_AFTER_BATCHES {
-            if let Ok(merged) = concat_batches(&self.schema, &state.committed) {
-                state.committed = vec![merged];
-            }
+        if state.committed.len() >= COMPACT_AFTER_BATCHES
+            && let Ok(merged) = concat_batches(&self.schema, &state.committed)
+        {
+            state.committed = vec![merged];
         }
     }
 
