@@ -75,10 +75,7 @@ type Windows = BTreeMap<(String, i64), Agg>;
 
 /// The oracle: replays the source's batching and watermarks, decides lateness the way the
 /// documentation says, and aggregates with plain loops.
-fn expected(
-    records: &[Record],
-    batch_rows: usize,
-) -> (Windows, Vec<(String, i64)>) {
+fn expected(records: &[Record], batch_rows: usize) -> (Windows, Vec<(String, i64)>) {
     let mut windows = Windows::new();
     let mut late = Vec::new();
     let mut max_ts = i64::MIN;
