@@ -9,15 +9,13 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::ConnectorError;
-use crate::frame::{Frame, FrameHeader};
-
-/// Bytes before each record: length of the rest (u32 LE) and its CRC-32 (u32 LE).
-const RECORD_PREFIX: usize = 8;
+use crate::frame::Frame;
+use crate::record::{self, decode_body, encode_record};
 /// How often a consumer looks for new producer files.
 const RESCAN_EVERY: Duration = Duration::from_millis(50);
 
@@ -77,6 +75,7 @@ impl EmbeddedLog {
         Ok(LogProducer {
             path,
             out: BufWriter::new(file),
+            record: Vec::new(),
         })
     }
 
@@ -101,39 +100,19 @@ impl EmbeddedLog {
 pub struct LogProducer {
     path: PathBuf,
     out: BufWriter<File>,
+    record: Vec<u8>,
 }
 
 impl LogProducer {
     /// Appends a frame and hands it to the OS (readers in other threads see it at once).
     /// Returns the number of bytes written.
     pub fn append(&mut self, frame: &Frame) -> Result<usize, ConnectorError> {
-        let header: serde_json::Map<String, serde_json::Value> = frame
-            .header
-            .to_pairs()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
-            .collect();
-        let header =
-            serde_json::to_vec(&header).map_err(|e| ConnectorError::BadFrame(e.to_string()))?;
-        let header_len = u32::try_from(header.len())
-            .map_err(|_| ConnectorError::BadFrame("frame header too large".into()))?;
-        let mut body = Vec::with_capacity(4 + header.len() + frame.payload.len());
-        body.extend_from_slice(&header_len.to_le_bytes());
-        body.extend_from_slice(&header);
-        body.extend_from_slice(&frame.payload);
-        let len = u32::try_from(body.len())
-            .map_err(|_| ConnectorError::BadFrame("frame larger than 4 GiB".into()))?;
-        let crc = crc32fast::hash(&body);
+        self.record.clear();
+        encode_record(frame, &[], &mut self.record)?;
         let what = || format!("appending to {}", self.path.display());
-        self.out
-            .write_all(&len.to_le_bytes())
-            .map_err(io_error(what()))?;
-        self.out
-            .write_all(&crc.to_le_bytes())
-            .map_err(io_error(what()))?;
-        self.out.write_all(&body).map_err(io_error(what()))?;
+        self.out.write_all(&self.record).map_err(io_error(what()))?;
         self.out.flush().map_err(io_error(what()))?;
-        Ok(RECORD_PREFIX + body.len())
+        Ok(self.record.len())
     }
 }
 
@@ -198,55 +177,24 @@ fn read_record(
     buffer: &mut Vec<u8>,
     producer: &str,
 ) -> Result<Option<Frame>, ConnectorError> {
-    let what = || format!("reading producer {producer}");
-    let size = tailed.file.metadata().map_err(io_error(what()))?.len();
-    if size < tailed.offset + RECORD_PREFIX as u64 {
-        return Ok(None);
-    }
-    tailed
+    let what = format!("producer {producer}");
+    let size = tailed
         .file
-        .seek(SeekFrom::Start(tailed.offset))
-        .map_err(io_error(what()))?;
-    let mut prefix = [0u8; RECORD_PREFIX];
-    tailed
-        .file
-        .read_exact(&mut prefix)
-        .map_err(io_error(what()))?;
-    let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as u64;
-    let crc = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
-    if size < tailed.offset + RECORD_PREFIX as u64 + len {
+        .metadata()
+        .map_err(io_error(format!("reading {what}")))?
+        .len();
+    let Some(next) = record::read_record(&mut tailed.file, tailed.offset, size, buffer, &what)?
+    else {
         return Ok(None); // the producer is still writing this record
-    }
-    buffer.resize(len as usize, 0);
-    tailed.file.read_exact(buffer).map_err(io_error(what()))?;
-    if crc32fast::hash(buffer) != crc {
-        return Err(ConnectorError::BadFrame(format!(
-            "producer {producer}: checksum mismatch at offset {}",
-            tailed.offset
-        )));
-    }
-    tailed.offset += RECORD_PREFIX as u64 + len;
-    let corrupt = |m: &str| ConnectorError::BadFrame(format!("producer {producer}: {m}"));
-    if buffer.len() < 4 {
-        return Err(corrupt("record too short"));
-    }
-    let header_len = u32::from_le_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]) as usize;
-    let header_bytes = buffer
-        .get(4..4 + header_len)
-        .ok_or_else(|| corrupt("header length out of range"))?;
-    let pairs: BTreeMap<String, String> = serde_json::from_slice(header_bytes)
-        .map_err(|e| corrupt(&format!("header is not JSON: {e}")))?;
-    let header = FrameHeader::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-    Ok(Some(Frame {
-        header,
-        payload: buffer[4 + header_len..].to_vec(),
-    }))
+    };
+    tailed.offset = next;
+    Ok(Some(decode_body(buffer, &what)?.0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::FrameKind;
+    use crate::frame::{FrameHeader, FrameKind};
 
     fn frame(edge: &str, sequence: u64, payload: &[u8]) -> Frame {
         Frame {

@@ -35,6 +35,16 @@ pub enum ConnectorError {
     /// JSON encoding failed.
     #[error("json error")]
     Json(#[from] serde_json::Error),
+    /// Kafka (librdkafka) failed; `context` says doing what.
+    #[cfg(feature = "kafka")]
+    #[error("{context}")]
+    Kafka {
+        /// What was being done, e.g. `creating topic x`.
+        context: String,
+        /// librdkafka's error (boxed: it is large).
+        #[source]
+        source: Box<rdkafka::error::KafkaError>,
+    },
     /// A frame of the edge -> cloud wire format is malformed (bad header, corrupt record).
     #[error("bad frame: {0}")]
     BadFrame(String),
@@ -68,6 +78,16 @@ impl ConnectorError {
                 io_kind_is_transient(e.kind())
             }
             ConnectorError::Json(e) => e.io_error_kind().is_some_and(io_kind_is_transient),
+            #[cfg(feature = "kafka")]
+            ConnectorError::Kafka { source, .. } => !matches!(
+                source.rdkafka_error_code(),
+                Some(
+                    rdkafka::error::RDKafkaErrorCode::InvalidConfig
+                        | rdkafka::error::RDKafkaErrorCode::Fatal
+                        | rdkafka::error::RDKafkaErrorCode::TopicAuthorizationFailed
+                        | rdkafka::error::RDKafkaErrorCode::SaslAuthenticationFailed
+                )
+            ),
             _ => false,
         }
     }
@@ -88,6 +108,18 @@ fn io_kind_is_transient(kind: io::ErrorKind) -> bool {
             | StorageFull
             | ResourceBusy
     )
+}
+
+/// An error and its causes, joined by ": " (for logs, where `{:#}` is not available).
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Result alias for this crate.

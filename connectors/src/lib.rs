@@ -4,9 +4,10 @@
 //! [`EventSchema`](edgeflow_operators::schema::EventSchema): the synthetic sensor fleet
 //! ([`generator`]) and CSV / JSON-lines files ([`file_source`], bad lines become
 //! [`DeadLetter`]s). Sinks write batches to files ([`file_sink`]: JSON lines, CSV, Parquet),
-//! dead letters to a JSON-lines file, and format batches for a terminal. The embedded log
-//! ([`embedded_log`]) carries [`frame`]s between the edge and cloud halves. Nothing here knows
-//! about timely or the plan: the engine's runtime drives these types.
+//! dead letters to a JSON-lines file, and format batches for a terminal. [`frame`]s carry
+//! batches between the edge and cloud halves: through the embedded log ([`embedded_log`]) in
+//! one process, or through Kafka ([`kafka`]) with the edge's store-and-forward [`spool`] in
+//! front. Nothing here knows about timely or the plan: the engine's runtime drives these types.
 
 pub mod embedded_log;
 pub mod error;
@@ -14,6 +15,11 @@ pub mod file_sink;
 pub mod file_source;
 pub mod frame;
 pub mod generator;
+pub mod input_log;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod record;
+pub mod spool;
 mod text;
 
 pub use error::ConnectorError;

@@ -16,6 +16,8 @@ use edgeflow::sql::http::{ServerState, serve};
 use edgeflow::sql::{
     QueryEngine, QueryResult, ResultFormat, decode_ipc_result, encode_result, render_table,
 };
+#[cfg(feature = "kafka")]
+use edgeflow_connectors::spool::{SpoolOptions, WhenFull};
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +34,35 @@ struct Cli {
 enum Command {
     /// Run a pipeline end to end in this process: edge and cloud halves joined by the embedded log.
     Run(RunArgs),
+    #[cfg(feature = "kafka")]
+    /// Run the edge half of a pipeline as one edge, sending to the cloud through Kafka.
+    Edge {
+        #[command(flatten)]
+        run: RunArgs,
+        /// This edge's id (the Kafka key of its frames).
+        #[arg(long, env = "EDGEFLOW_EDGE_ID")]
+        edge_id: String,
+        /// Generate share I of N of every generator's fleet (`I/N`): one edge of N.
+        #[arg(long, env = "EDGEFLOW_SHARD", value_parser = parse_shard, default_value = "0/1")]
+        shard: (usize, usize),
+        #[command(flatten)]
+        transport: TransportArgs,
+    },
+    #[cfg(feature = "kafka")]
+    /// Run the cloud half of a pipeline, reading the edges' topics from Kafka.
+    Cloud {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Edges to wait for from the start (comma-separated); the cloud finishes when all
+        /// of them have. Without it, the cloud takes whatever edges appear until stopped.
+        #[arg(long, env = "EDGEFLOW_EDGES", value_delimiter = ',')]
+        edges: Vec<String>,
+        /// Kafka consumer group (offset commits, for lag monitoring).
+        #[arg(long, env = "EDGEFLOW_GROUP")]
+        group: Option<String>,
+        #[command(flatten)]
+        transport: TransportArgs,
+    },
     /// Check pipeline files and report every problem with file:line:column.
     Validate {
         /// Pipeline files.
@@ -95,6 +126,102 @@ struct RunArgs {
     quiet: bool,
 }
 
+/// How `edge` and `cloud` reach Kafka; each overrides the pipeline's `transport:` section.
+#[cfg(feature = "kafka")]
+#[derive(clap::Args)]
+struct TransportArgs {
+    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
+    #[arg(long, env = "EDGEFLOW_BROKERS")]
+    brokers: Option<String>,
+    /// Partitions of the topics edgeflow creates [default: 3].
+    #[arg(long, env = "EDGEFLOW_PARTITIONS")]
+    partitions: Option<u32>,
+    /// An edge silent this long stops holding back the cloud's watermark [default: 30s].
+    #[arg(long, env = "EDGEFLOW_IDLE_TIMEOUT")]
+    idle_timeout: Option<String>,
+    /// Bound of the edge's spool in bytes [default: 1 GiB].
+    #[arg(long, env = "EDGEFLOW_SPOOL_MAX_BYTES")]
+    spool_max_bytes: Option<u64>,
+    /// When the spool is full: block, or drop_oldest_summaries [default: block].
+    #[arg(long, env = "EDGEFLOW_SPOOL_WHEN_FULL")]
+    spool_when_full: Option<String>,
+    /// Extra librdkafka setting NAME=VALUE (repeatable), e.g. `security.protocol=sasl_ssl`.
+    #[arg(long = "kafka-option", value_parser = parse_key_value)]
+    kafka_options: Vec<(String, String)>,
+}
+
+#[cfg(feature = "kafka")]
+fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let (i, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("expected I/N such as 0/2, got {text:?}"))?;
+    let (i, n): (usize, usize) = (
+        i.trim()
+            .parse()
+            .map_err(|_| format!("bad shard index {i:?}"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| format!("bad shard count {n:?}"))?,
+    );
+    if n == 0 || i >= n {
+        return Err(format!("shard {i}/{n}: need 0 <= I < N"));
+    }
+    Ok((i, n))
+}
+
+#[cfg(feature = "kafka")]
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))
+}
+
+#[cfg(feature = "kafka")]
+impl TransportArgs {
+    /// Flags (and their variables) over the pipeline's `transport:` section over defaults.
+    fn resolve(&self, plan: &Plan) -> Result<runtime::remote::TransportOptions> {
+        let yaml = &plan.transport;
+        let idle_timeout_ms = match &self.idle_timeout {
+            Some(text) => edgeflow::spec::parse_duration_ms(text)
+                .map_err(|hint| anyhow!("--idle-timeout {text:?}: {hint}"))?,
+            None => yaml.idle_timeout_ms.unwrap_or(30_000),
+        };
+        let when_full = match self.spool_when_full.as_deref().or(yaml.spool_when_full) {
+            None => WhenFull::Block,
+            Some(name) => WhenFull::from_name(name).ok_or_else(|| {
+                anyhow!("--spool-when-full {name:?}: expected block or drop_oldest_summaries")
+            })?,
+        };
+        Ok(runtime::remote::TransportOptions {
+            brokers: self
+                .brokers
+                .clone()
+                .or_else(|| yaml.brokers.clone())
+                .unwrap_or_else(|| "127.0.0.1:9092".into()),
+            partitions: self.partitions.or(yaml.partitions).unwrap_or(3).max(1) as i32,
+            idle_timeout: std::time::Duration::from_millis(idle_timeout_ms.max(0) as u64),
+            spool: SpoolOptions {
+                max_bytes: self
+                    .spool_max_bytes
+                    .or(yaml.spool_max_bytes)
+                    .unwrap_or(SpoolOptions::default().max_bytes),
+                when_full,
+                ..SpoolOptions::default()
+            },
+            kafka: self.kafka_options.clone(),
+        })
+    }
+}
+
+/// Which process a run is.
+enum Role {
+    Embedded,
+    #[cfg(feature = "kafka")]
+    Edge(runtime::remote::EdgeOptions),
+    #[cfg(feature = "kafka")]
+    Cloud(runtime::remote::CloudOptions),
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum GraphFormat {
     Text,
@@ -129,7 +256,40 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(args, |_| Ok(Role::Embedded)),
+        #[cfg(feature = "kafka")]
+        Command::Edge {
+            run: args,
+            edge_id,
+            shard,
+            transport,
+        } => run(args, move |plan| {
+            if !edgeflow::spec::is_valid_edge_id(&edge_id) {
+                return Err(anyhow!(
+                    "--edge-id {edge_id:?}: use letters, digits, '-', '_' and '.'"
+                ));
+            }
+            Ok(Role::Edge(runtime::remote::EdgeOptions {
+                edge_id: edge_id.clone(),
+                shard,
+                transport: transport.resolve(plan)?,
+            }))
+        }),
+        #[cfg(feature = "kafka")]
+        Command::Cloud {
+            run: args,
+            edges,
+            group,
+            transport,
+        } => run(args, move |plan| {
+            Ok(Role::Cloud(runtime::remote::CloudOptions {
+                edges: edges.clone(),
+                group: group
+                    .clone()
+                    .unwrap_or_else(|| format!("edgeflow-{}-cloud", plan.pipeline)),
+                transport: transport.resolve(plan)?,
+            }))
+        }),
         Command::Validate { files } => validate(&files),
         Command::Graph { file, format } => graph(&file, format),
         Command::Sql {
@@ -186,12 +346,19 @@ fn graph(file: &Path, format: GraphFormat) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(args: RunArgs) -> Result<ExitCode> {
+fn run(args: RunArgs, role: impl FnOnce(&Plan) -> Result<Role>) -> Result<ExitCode> {
     let plan = match load(&args.file) {
         Ok(plan) => Arc::new(plan),
         Err(code) => return Ok(code),
     };
+    let role = role(&plan)?;
+    let shard = match &role {
+        #[cfg(feature = "kafka")]
+        Role::Edge(edge) => edge.shard,
+        _ => (0, 1),
+    };
     let options = RunOptions {
+        shard,
         workers: args.workers.max(1),
         events: args.events,
         realtime: args.realtime,
@@ -235,16 +402,34 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     {
         let stop = ctx.stop.clone();
         tokio.spawn(async move {
+            let mut terminate =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(signal) => signal,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot watch SIGTERM");
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("\nedgeflow: stopping (Ctrl-C again to abort)");
+            stop.store(true, Ordering::SeqCst);
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nedgeflow: stopping (Ctrl-C again to abort)");
-                stop.store(true, Ordering::SeqCst);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
+                std::process::exit(130);
             }
         });
     }
-    let report = runtime::run_embedded(plan.clone(), &options, ctx.clone())?;
+    let report = match &role {
+        Role::Embedded => runtime::run_embedded(plan.clone(), &options, ctx.clone())?,
+        #[cfg(feature = "kafka")]
+        Role::Edge(edge) => runtime::remote::run_edge(plan.clone(), &options, edge, ctx.clone())?,
+        #[cfg(feature = "kafka")]
+        Role::Cloud(cloud) => {
+            runtime::remote::run_cloud(plan.clone(), &options, cloud, ctx.clone())?
+        }
+    };
     state.finished.store(true, Ordering::SeqCst);
     if !args.quiet {
         eprintln!("edgeflow: {} finished: {report}", plan.pipeline);

@@ -24,6 +24,90 @@ pub struct Metrics {
     cut_bytes: IntCounterVec,
     cut_frames: IntCounterVec,
     duplicates: IntCounterVec,
+    link: LinkMetrics,
+}
+
+/// The edge-cloud link of an `edge` or `cloud` process: spool and broker connection.
+#[derive(Clone)]
+pub struct LinkMetrics {
+    /// Bytes in the edge's spool.
+    pub spool_bytes: IntGauge,
+    /// Frames in the spool not yet delivered.
+    pub spool_depth: IntGauge,
+    /// Age of the oldest undelivered frame, in ms.
+    pub spool_oldest_age_ms: IntGauge,
+    /// Frames the spool dropped under `drop_oldest_summaries`.
+    pub spool_dropped: IntGauge,
+    /// 1 while the broker is reachable.
+    pub up: IntGauge,
+    /// Errors reported by the Kafka client.
+    pub errors: IntGauge,
+    /// Frames the broker acknowledged.
+    pub delivered: IntGauge,
+    /// Frames sent again after a failed delivery.
+    pub retries: IntGauge,
+    /// Current backoff pause of the forwarder, in ms (0 when sending).
+    pub backoff_ms: IntGauge,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("gauge {name}: {e}"));
+    registry
+        .register(Box::new(g.clone()))
+        .unwrap_or_else(|e| unreachable!("gauge {name} is registered once: {e}"));
+    g
+}
+
+impl LinkMetrics {
+    fn new(registry: &Registry) -> Self {
+        LinkMetrics {
+            spool_bytes: gauge(
+                registry,
+                "edgeflow_spool_bytes",
+                "Bytes in the edge's spool.",
+            ),
+            spool_depth: gauge(
+                registry,
+                "edgeflow_spool_depth",
+                "Frames in the edge's spool not yet delivered to the broker.",
+            ),
+            spool_oldest_age_ms: gauge(
+                registry,
+                "edgeflow_spool_oldest_age_ms",
+                "Age of the oldest undelivered frame in the spool, in ms.",
+            ),
+            spool_dropped: gauge(
+                registry,
+                "edgeflow_spool_dropped_total",
+                "Frames dropped by the spool's drop_oldest_summaries policy.",
+            ),
+            up: gauge(
+                registry,
+                "edgeflow_link_up",
+                "1 while the Kafka broker is reachable.",
+            ),
+            errors: gauge(
+                registry,
+                "edgeflow_link_errors_total",
+                "Errors reported by the Kafka client (connection refused, broker down, ...).",
+            ),
+            delivered: gauge(
+                registry,
+                "edgeflow_link_delivered_total",
+                "Frames the broker acknowledged.",
+            ),
+            retries: gauge(
+                registry,
+                "edgeflow_link_retries_total",
+                "Frames sent again after a failed delivery.",
+            ),
+            backoff_ms: gauge(
+                registry,
+                "edgeflow_link_backoff_ms",
+                "Current pause of the forwarder after a failure, in ms (0 when sending).",
+            ),
+        }
+    }
 }
 
 const NODE_LABELS: [&str; 3] = ["node", "kind", "placement"];
@@ -119,6 +203,7 @@ impl Metrics {
                 "Frames the cloud dropped as already applied.",
                 &["topic"],
             ),
+            link: LinkMetrics::new(&registry),
             batch_seconds,
             watermark,
             registry,
@@ -147,6 +232,11 @@ impl Metrics {
             frames: self.cut_frames.with_label_values(&[topic]),
             duplicates: self.duplicates.with_label_values(&[topic]),
         }
+    }
+
+    /// The link metrics (spool and broker connection).
+    pub fn link(&self) -> &LinkMetrics {
+        &self.link
     }
 
     /// Sum of a counter family over the series whose `kind` label is one of `kinds`

@@ -27,6 +27,8 @@ pub struct Plan {
     pub nodes: Vec<PlanNode>,
     /// Streams crossing from the edge to the cloud, in topological order of their producer.
     pub topics: Vec<CutTopic>,
+    /// The `transport:` section, for the `edge` and `cloud` roles.
+    pub transport: crate::spec::TransportSpec,
 }
 
 /// One node of the plan.
@@ -193,10 +195,10 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter) -> Option<Plan> {
         let mut resolved = Vec::new();
         for (stream, pos) in &node.inputs {
             match index.get(stream.node.as_str()) {
-                None if spec.broken.contains(&stream.node) => broken[i] = true,
+                None if spec.broken.contains_key(&stream.node) => broken[i] = true,
                 None => {
                     broken[i] = true;
-                    unknown_input(r, spec, node, stream, *pos);
+                    unknown_input(r, spec, &node.id, stream, *pos);
                 }
                 Some(&j) => {
                     let producer = &spec.nodes[j];
@@ -235,6 +237,15 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter) -> Option<Plan> {
             }
         }
         inputs.push(resolved);
+    }
+    for (id, node_inputs) in &spec.broken {
+        for (stream, pos) in node_inputs {
+            let known =
+                index.contains_key(stream.node.as_str()) || spec.broken.contains_key(&stream.node);
+            if !known {
+                unknown_input(r, spec, id, stream, *pos);
+            }
+        }
     }
 
     // 2. Order the graph; report cycles.
@@ -352,6 +363,7 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter) -> Option<Plan> {
     topics.sort_by_key(|t| (position.get(t.stream.node.as_str()).copied(), t.stream.port));
 
     Some(Plan {
+        transport: spec.transport.clone(),
         pipeline: spec.pipeline.clone(),
         nodes,
         topics,
@@ -361,7 +373,7 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter) -> Option<Plan> {
 fn unknown_input(
     r: &mut Reporter,
     spec: &PipelineSpec,
-    node: &NodeSpec,
+    node_id: &str,
     stream: &StreamRef,
     pos: Pos,
 ) {
@@ -369,7 +381,8 @@ fn unknown_input(
         .nodes
         .iter()
         .map(|n| n.id.as_str())
-        .filter(|id| *id != node.id);
+        .chain(spec.broken.keys().map(String::as_str))
+        .filter(|id| *id != node_id);
     match did_you_mean(&stream.node, ids) {
         Some(m) => {
             let suggestion = StreamRef {
@@ -380,7 +393,7 @@ fn unknown_input(
                 pos,
                 format!(
                     "node \"{}\": unknown input \"{stream}\"; did you mean \"{suggestion}\"?",
-                    node.id
+                    node_id
                 ),
                 None,
             );
@@ -389,7 +402,7 @@ fn unknown_input(
             let ids: Vec<&str> = spec.nodes.iter().map(|n| n.id.as_str()).collect();
             r.error(
                 pos,
-                format!("node \"{}\": unknown input \"{stream}\"", node.id),
+                format!("node \"{}\": unknown input \"{stream}\"", node_id),
                 Some(format!("nodes are: {}", ids.join(", "))),
             );
         }

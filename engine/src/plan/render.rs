@@ -28,17 +28,20 @@ fn list(items: &[String]) -> String {
 fn settings(op: &Operator) -> String {
     match op {
         Operator::Generator(g) => format!(
-            "seed={} devices={} sites={} sensors={} rate_per_device={}/s start_ms={} anomaly_rate={} anomaly_shapes={} ground_truth={} disorder={}",
+            "seed={} devices={} sites={} sensors={} rate_per_device={}/s start_ms={} anomaly_rate={} anomaly_shapes={} ground_truth={} disorder={} events={}",
             g.seed,
             g.devices,
             g.sites,
             list(&g.sensors),
             g.rate_per_device,
-            g.start_ms,
+            g.start_ms
+                .map_or_else(|| "default".to_string(), |ms| ms.to_string()),
             g.anomaly_rate,
             list(&g.anomaly_shapes),
             g.ground_truth,
-            duration(g.disorder_ms)
+            duration(g.disorder_ms),
+            g.events
+                .map_or_else(|| "unbounded".to_string(), |n| n.to_string()),
         ),
         Operator::FileSource(f) => format!(
             "path={} format={} header={} time_field={} disorder={}",

@@ -3,16 +3,16 @@
 
 use std::collections::HashMap;
 
-use edgeflow_connectors::embedded_log::EmbeddedLog;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::{Scope, Stream};
 use timely::worker::Worker;
 
 use super::batch::{Batch, EventTime};
 use super::context::RunContext;
+use super::cut::{FrameIn, FrameOut, Producers};
 use super::{RunOptions, cut, sinks, sources, transforms, window};
 use crate::error::EngineError;
-use crate::plan::{Operator, Placement, Plan, PlanNode, Port, StreamRef};
+use crate::plan::{CutTopic, Operator, Placement, Plan, PlanNode, Port, StreamRef};
 
 /// A stream of batches in event time.
 pub type BatchStream<'scope> = Stream<'scope, EventTime, Vec<Batch>>;
@@ -23,6 +23,14 @@ pub struct Half {
     pub placement: Placement,
     /// The id this process's edge half writes under.
     pub edge_id: String,
+}
+
+/// How the cut streams of a plan are carried: the embedded log, or the spool and Kafka.
+pub trait CutWiring: Sync {
+    /// Where worker `worker`'s edge half writes `topic`, as producer `edge_id`.
+    fn output(&self, topic: &CutTopic, edge_id: &str) -> Result<FrameOut, EngineError>;
+    /// What worker `worker` of the cloud half reads for `topic`, and whom it waits for.
+    fn input(&self, topic: &CutTopic, worker: usize) -> Result<(FrameIn, Producers), EngineError>;
 }
 
 /// What building one node produced.
@@ -55,7 +63,7 @@ pub fn build_half(
     half: &Half,
     options: &RunOptions,
     ctx: &RunContext,
-    log: &EmbeddedLog,
+    wiring: &dyn CutWiring,
 ) -> Result<(), EngineError> {
     let (index, peers) = (worker.index(), worker.peers());
     let env = BuildEnv {
@@ -69,10 +77,8 @@ pub fn build_half(
         let mut streams: HashMap<StreamRef, BatchStream> = HashMap::new();
         if half.placement == Placement::Cloud {
             for topic in &plan.topics {
-                let stream = cut::consume(scope, topic, &env, log, move |edge: &str| {
-                    // In one process, cloud worker i reads what edge worker i wrote.
-                    edge == format!("embedded-{index}")
-                })?;
+                let (input, producers) = wiring.input(topic, index)?;
+                let stream = cut::consume(scope, topic, &env, input, producers);
                 streams.insert(topic.stream.clone(), stream);
             }
         }
@@ -121,7 +127,8 @@ pub fn build_half(
                 let stream = streams.get(&topic.stream).cloned().ok_or_else(|| {
                     EngineError::Internal(format!("cut stream {} was not built", topic.stream))
                 })?;
-                cut::produce(stream, topic, &env, log, &half.edge_id)?;
+                let out = wiring.output(topic, &half.edge_id)?;
+                cut::produce(stream, topic, &env, out, &half.edge_id)?;
             }
         }
         Ok(())

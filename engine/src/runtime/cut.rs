@@ -3,18 +3,26 @@
 //!
 //! The producer stamps every frame with its sequence number and watermark (its input
 //! frontier); a `watermark` frame goes out whenever the frontier moves without data, and an
-//! `end` frame when the stream finishes. The consumer holds its capability at the minimum
-//! watermark of the producers it reads, drops frames it has already applied (by edge and
+//! `end` frame when the stream finishes. Frames go to the embedded log, or (edge role) into
+//! the spool that the forwarder drains into Kafka. The consumer holds its capability at the
+//! minimum watermark of the producers it waits for (an edge silent for longer than the idle
+//! timeout stops holding it back), drops frames it has already applied (by edge and
 //! sequence), and sends frames it cannot use to the dead-letter output with the reason.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use edgeflow_connectors::embedded_log::{EmbeddedLog, LogProducer};
+use edgeflow_connectors::embedded_log::{LogConsumer, LogProducer};
+use edgeflow_connectors::error::chain;
 use edgeflow_connectors::file_source::DeadLetter;
 use edgeflow_connectors::frame::{
     Frame, FrameHeader, FrameKind, decode_batch, encode_batch, schema_fingerprint,
 };
+#[cfg(feature = "kafka")]
+use edgeflow_connectors::kafka::{CloudFeed, FeedItem};
+use edgeflow_connectors::spool::{Appended, Spool};
 use timely::dataflow::Scope;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
@@ -22,10 +30,69 @@ use timely::dataflow::operators::generic::operator::source;
 
 use super::batch::{Batch, EventTime};
 use super::build::{BatchStream, BuildEnv};
-use super::transforms::error_chain;
 use crate::error::EngineError;
 use crate::metrics::TopicMetrics;
 use crate::plan::CutTopic;
+
+/// Where the frames of a cut stream go.
+pub enum FrameOut {
+    /// The embedded log (one process).
+    Log(LogProducer),
+    /// The edge's spool, drained into Kafka by the forwarder.
+    Spool {
+        /// The spool.
+        spool: Arc<Spool>,
+        /// Kept when the spool is full (exceptions), rather than dropped.
+        keep: bool,
+        /// Set when the edge is stopping: a blocked append gives up.
+        stop: Arc<AtomicBool>,
+    },
+}
+
+impl FrameOut {
+    /// Writes `frame` for `topic`, returning the bytes it took.
+    fn append(&mut self, topic: &str, frame: &Frame) -> Result<u64, String> {
+        match self {
+            FrameOut::Log(producer) => producer
+                .append(frame)
+                .map(|n| n as u64)
+                .map_err(|e| chain(&e)),
+            FrameOut::Spool { spool, keep, stop } => {
+                let stopping = || stop.load(Ordering::Relaxed);
+                match spool.append(topic, frame, *keep, &stopping) {
+                    Ok(Appended::Stored(_)) => Ok(frame.payload.len() as u64),
+                    Ok(_) => Ok(0),
+                    Err(e) => Err(chain(&e)),
+                }
+            }
+        }
+    }
+}
+
+/// Where the frames of a cut stream come from.
+pub enum FrameIn {
+    /// The embedded log.
+    Log(LogConsumer),
+    /// A Kafka topic behind the cloud's input log.
+    #[cfg(feature = "kafka")]
+    Kafka(Box<CloudFeed>),
+    /// Nothing: this worker does not read the topic (another one does).
+    Nothing,
+}
+
+/// Which producers the consumer waits for.
+#[derive(Debug, Clone, Default)]
+pub struct Producers {
+    /// Producers whose watermark holds the stream back from the start, before they are
+    /// heard from. The stream ends when all of them have ended; with none, it never ends.
+    pub expected: Vec<String>,
+    /// A producer not heard from for this long stops holding the watermark back until it
+    /// sends again.
+    pub idle_timeout: Option<Duration>,
+    /// End the stream when the run is asked to stop (the cloud role: no producer will send
+    /// an end frame for it). In one process the edges end their streams themselves.
+    pub end_on_stop: bool,
+}
 
 /// Frames read per activation.
 const FRAMES_PER_POLL: usize = 256;
@@ -34,7 +101,8 @@ const IDLE_POLL: Duration = Duration::from_millis(2);
 
 /// One producer's side of a topic: numbers and sends frames.
 struct TopicWriter {
-    producer: LogProducer,
+    out: FrameOut,
+    topic: String,
     header: FrameHeader,
     metrics: TopicMetrics,
 }
@@ -53,29 +121,24 @@ impl TopicWriter {
             header: self.header.clone(),
             payload,
         };
-        let bytes = self.producer.append(&frame).map_err(|e| error_chain(&e))?;
-        self.metrics.bytes.inc_by(bytes as u64);
+        let bytes = self.out.append(&self.topic, &frame)?;
+        self.metrics.bytes.inc_by(bytes);
         self.metrics.frames.inc();
         Ok(())
     }
 }
 
-/// Writes a cut stream to its topic as producer `edge_id`.
+/// Writes a cut stream to `out` as producer `edge_id`.
 pub fn produce(
     stream: BatchStream,
     topic: &CutTopic,
     env: &BuildEnv,
-    log: &EmbeddedLog,
+    out: FrameOut,
     edge_id: &str,
 ) -> Result<(), EngineError> {
-    let producer = log
-        .producer(&topic.name, edge_id)
-        .map_err(|source| EngineError::Connector {
-            node: topic.name.clone(),
-            source,
-        })?;
     let mut writer = TopicWriter {
-        producer,
+        out,
+        topic: topic.name.clone(),
         header: FrameHeader {
             pipeline: env.plan.pipeline.clone(),
             stream: topic.stream.to_string(),
@@ -102,16 +165,15 @@ pub fn produce(
                 .unwrap_or(EventTime::MAX);
             input.for_each(|cap, data| {
                 for batch in data.drain(..) {
-                    let sent =
-                        encode_batch(&batch)
-                            .map_err(|e| error_chain(&e))
-                            .and_then(|payload| {
-                                writer.send(
-                                    FrameKind::Data,
-                                    cap.least().map_or(watermark, |t| watermark.min(*t)),
-                                    payload,
-                                )
-                            });
+                    let sent = encode_batch(&batch)
+                        .map_err(|e| chain(&e))
+                        .and_then(|payload| {
+                            writer.send(
+                                FrameKind::Data,
+                                cap.least().map_or(watermark, |t| watermark.min(*t)),
+                                payload,
+                            )
+                        });
                     if let Err(e) = sent {
                         ctx.fail(format!("topic {topic_name}: {e}"));
                     }
@@ -139,32 +201,111 @@ pub fn produce(
 struct ProducerState {
     watermark: EventTime,
     applied_sequence: u64,
+    last_seen: Instant,
 }
 
-/// Reads a cut topic back into a stream, from the producers `accept` selects.
+impl ProducerState {
+    fn new() -> Self {
+        ProducerState {
+            watermark: EventTime::MIN,
+            applied_sequence: 0,
+            last_seen: Instant::now(),
+        }
+    }
+}
+
+/// One polled item: a frame, or a record that was rejected before it became one.
+enum Polled {
+    Frame(Frame),
+    Rejected(String, String),
+}
+
+impl FrameIn {
+    /// Up to `max` items; the flag says they are a replay (dead letters already written).
+    fn poll(&mut self, max: usize) -> Result<(Vec<Polled>, bool), String> {
+        match self {
+            FrameIn::Log(consumer) => consumer
+                .poll(max)
+                .map(|frames| (frames.into_iter().map(Polled::Frame).collect(), false))
+                .map_err(|e| chain(&e)),
+            #[cfg(feature = "kafka")]
+            FrameIn::Kafka(feed) => feed
+                .poll(max)
+                .map(|(items, replayed)| {
+                    let items = items
+                        .into_iter()
+                        .map(|item| match item {
+                            FeedItem::Frame(f) => Polled::Frame(f),
+                            FeedItem::Rejected(reason, description) => {
+                                Polled::Rejected(reason, description)
+                            }
+                        })
+                        .collect();
+                    (items, replayed)
+                })
+                .map_err(|e| chain(&e)),
+            FrameIn::Nothing => Ok((Vec::new(), false)),
+        }
+    }
+
+    /// Passes a frame the consumer cannot apply to the transport's dead-letter topic.
+    fn reject(&self, frame: &Frame, reason: &str) {
+        #[cfg(feature = "kafka")]
+        if let FrameIn::Kafka(feed) = self {
+            feed.reject(frame, reason);
+        }
+        #[cfg(not(feature = "kafka"))]
+        let _ = (frame, reason);
+    }
+
+    fn close(&self) {
+        #[cfg(feature = "kafka")]
+        if let FrameIn::Kafka(feed) = self {
+            feed.close();
+        }
+    }
+}
+
+/// The watermark the consumer may hold its capability at, or `None` to keep it where it is;
+/// `Some(MAX)` means every expected producer has ended.
+fn consumer_watermark(
+    producers: &BTreeMap<String, ProducerState>,
+    expected: &Producers,
+    started: Instant,
+) -> Option<EventTime> {
+    let idle = |since: Instant| expected.idle_timeout.is_some_and(|t| since.elapsed() > t);
+    let all_ended = !expected.expected.is_empty()
+        && expected.expected.iter().all(|e| {
+            producers
+                .get(e)
+                .is_some_and(|p| p.watermark == EventTime::MAX)
+        })
+        && producers.values().all(|p| p.watermark == EventTime::MAX);
+    if all_ended {
+        return Some(EventTime::MAX);
+    }
+    let unseen_expected =
+        expected.expected.iter().any(|e| !producers.contains_key(e)) && !idle(started);
+    if unseen_expected {
+        return None;
+    }
+    producers
+        .values()
+        .filter(|p| p.watermark != EventTime::MAX && !idle(p.last_seen))
+        .map(|p| p.watermark)
+        .min()
+}
+
+/// Reads a cut topic back into a stream.
 pub fn consume<'scope>(
     scope: Scope<'scope, EventTime>,
     topic: &CutTopic,
     env: &BuildEnv,
-    log: &EmbeddedLog,
-    accept: impl Fn(&str) -> bool + Send + Clone + 'static,
-) -> Result<BatchStream<'scope>, EngineError> {
-    let mut consumer = log.consumer(&topic.name, accept.clone());
-    // Which producers must report before the watermark may pass them: in one process, the
-    // edge workers whose ids `accept` selects.
-    let mut producers: BTreeMap<String, ProducerState> = (0..env.peers)
-        .map(|i| format!("embedded-{i}"))
-        .filter(|edge| accept(edge))
-        .map(|edge| {
-            (
-                edge,
-                ProducerState {
-                    watermark: EventTime::MIN,
-                    applied_sequence: 0,
-                },
-            )
-        })
-        .collect();
+    mut input: FrameIn,
+    expected: Producers,
+) -> BatchStream<'scope> {
+    let reads = !matches!(input, FrameIn::Nothing);
+    let mut producers: BTreeMap<String, ProducerState> = BTreeMap::new();
     let expected_fingerprint = schema_fingerprint(&topic.schema);
     let expected_stream = topic.stream.to_string();
     let pipeline = env.plan.pipeline.clone();
@@ -172,92 +313,123 @@ pub fn consume<'scope>(
     let node_metrics = env.ctx.metrics.node(&topic.name, "cut", "cloud");
     let ctx = env.ctx.clone();
     let topic_name = topic.name.clone();
-    Ok(source(
+    let started = Instant::now();
+    source(
         scope,
         &format!("cut[{}]", topic.name),
         move |capability, info| {
             let activator = scope.activator_for(info.address);
-            let mut capability = Some(capability);
+            let mut capability = reads.then_some(capability);
             move |output| {
                 let Some(cap) = capability.as_mut() else {
                     return;
                 };
-                let frames = match consumer.poll(FRAMES_PER_POLL) {
-                    Ok(frames) => frames,
+                let (items, replayed) = match input.poll(FRAMES_PER_POLL) {
+                    Ok(polled) => polled,
                     Err(e) => {
-                        ctx.fail(format!("topic {topic_name}: {}", error_chain(&e)));
+                        ctx.fail(format!("topic {topic_name}: {e}"));
                         capability = None;
                         return;
                     }
                 };
                 let mut rejected = Vec::new();
                 let mut session = output.session(&*cap);
-                for frame in &frames {
+                for item in &items {
+                    let frame = match item {
+                        Polled::Frame(frame) => frame,
+                        Polled::Rejected(reason, description) => {
+                            rejected.push(DeadLetter {
+                                node: topic_name.clone(),
+                                reason: reason.clone(),
+                                raw: description.clone(),
+                                location: topic_name.clone(),
+                            });
+                            continue;
+                        }
+                    };
                     let header = &frame.header;
-                    let reject = |reason: String| DeadLetter {
-                        node: topic_name.clone(),
-                        reason,
-                        raw: format!("{header:?}"),
-                        location: format!("{}:{}", header.edge_id, header.sequence),
+                    let mut reject = |reason: String| {
+                        if !replayed {
+                            input.reject(frame, &reason);
+                        }
+                        rejected.push(DeadLetter {
+                            node: topic_name.clone(),
+                            reason,
+                            raw: format!("{header:?}"),
+                            location: format!("{}:{}", header.edge_id, header.sequence),
+                        });
                     };
                     if header.pipeline != pipeline || header.stream != expected_stream {
-                        rejected.push(reject(format!(
+                        reject(format!(
                             "frame for {}/{} on the topic of {pipeline}/{expected_stream}",
                             header.pipeline, header.stream
-                        )));
+                        ));
                         continue;
                     }
-                    let state = producers
-                        .entry(header.edge_id.clone())
-                        .or_insert(ProducerState {
-                            watermark: EventTime::MIN,
-                            applied_sequence: 0,
-                        });
-                    if header.sequence <= state.applied_sequence {
+                    if producers
+                        .get(&header.edge_id)
+                        .is_some_and(|p| header.sequence <= p.applied_sequence)
+                    {
                         metrics.duplicates.inc();
                         continue;
                     }
-                    if header.kind == FrameKind::Data {
+                    // Check a data frame fully before it may move its producer's watermark.
+                    let batch = if header.kind == FrameKind::Data {
                         if header.schema_fingerprint != expected_fingerprint {
-                            rejected.push(reject(format!(
-                            "unknown schema fingerprint {:016x} (expected {expected_fingerprint:016x})",
-                            header.schema_fingerprint
-                        )));
-                            state.applied_sequence = header.sequence;
+                            reject(format!(
+                                "unknown schema fingerprint {:016x} (expected {expected_fingerprint:016x})",
+                                header.schema_fingerprint
+                            ));
                             continue;
                         }
                         match decode_batch(&frame.payload) {
-                            Ok(batch) => {
-                                node_metrics.events_out.inc_by(batch.num_rows() as u64);
-                                session.give(Batch(batch));
+                            Ok(batch) => Some(batch),
+                            Err(e) => {
+                                reject(format!("corrupt payload: {}", chain(&e)));
+                                continue;
                             }
-                            Err(e) => rejected
-                                .push(reject(format!("corrupt payload: {}", error_chain(&e)))),
                         }
-                    }
+                    } else {
+                        None
+                    };
+                    let state = producers
+                        .entry(header.edge_id.clone())
+                        .or_insert_with(ProducerState::new);
+                    state.last_seen = Instant::now();
                     state.applied_sequence = header.sequence;
                     state.watermark = state.watermark.max(header.watermark);
+                    if let Some(batch) = batch {
+                        node_metrics.events_out.inc_by(batch.num_rows() as u64);
+                        session.give(Batch(batch));
+                    }
                 }
                 drop(session);
-                ctx.dead_letter(&node_metrics, &rejected);
-                let watermark = producers
-                    .values()
-                    .map(|p| p.watermark)
-                    .min()
-                    .unwrap_or(EventTime::MAX);
-                if watermark == EventTime::MAX || (frames.is_empty() && ctx.failure().is_some()) {
+                if replayed {
+                    node_metrics.dead_letters.inc_by(rejected.len() as u64);
+                } else {
+                    ctx.dead_letter(&node_metrics, &rejected);
+                }
+                let watermark = consumer_watermark(&producers, &expected, started);
+                let failed = items.is_empty() && ctx.failure().is_some();
+                if watermark == Some(EventTime::MAX)
+                    || failed
+                    || (items.is_empty() && expected.end_on_stop && ctx.stopping())
+                {
+                    input.close();
                     capability = None;
                     return;
                 }
-                if watermark > *cap.time() {
+                if let Some(watermark) = watermark
+                    && watermark > *cap.time()
+                {
                     cap.downgrade(&watermark);
                 }
-                if frames.is_empty() {
+                if items.is_empty() {
                     activator.activate_after(IDLE_POLL);
                 } else {
                     activator.activate();
                 }
             }
         },
-    ))
+    )
 }

@@ -10,6 +10,8 @@ mod build;
 mod context;
 mod cut;
 mod exchange;
+#[cfg(feature = "kafka")]
+pub mod remote;
 mod sinks;
 mod sources;
 mod transforms;
@@ -24,7 +26,7 @@ use edgeflow_connectors::embedded_log::EmbeddedLog;
 
 use crate::error::EngineError;
 use crate::metrics::{Family, Metrics};
-use crate::plan::{Operator, Placement, Plan};
+use crate::plan::{CutTopic, Operator, Placement, Plan};
 use crate::sql::{Catalog, MaterializedTable};
 pub use context::RunContext;
 
@@ -46,6 +48,9 @@ pub struct RunOptions {
     pub batch_rows: usize,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// `(i, n)`: this process generates share `i` of `n` of every generator's fleet (an edge
+    /// of a fleet split over `n` edge processes). `(0, 1)` generates all of it.
+    pub shard: (usize, usize),
 }
 
 impl Default for RunOptions {
@@ -57,6 +62,7 @@ impl Default for RunOptions {
             data_dir: PathBuf::from("edgeflow-data"),
             batch_rows: DEFAULT_BATCH_ROWS,
             progress: false,
+            shard: (0, 1),
         }
     }
 }
@@ -154,6 +160,47 @@ pub fn catalog_for(plan: &Plan, writers: usize) -> Catalog {
     catalog
 }
 
+/// The embedded log's wiring: edge worker i writes as producer `embedded-i`, and cloud
+/// worker i reads exactly what edge worker i wrote.
+struct EmbeddedWiring {
+    log: EmbeddedLog,
+}
+
+impl build::CutWiring for EmbeddedWiring {
+    fn output(&self, topic: &CutTopic, edge_id: &str) -> Result<cut::FrameOut, EngineError> {
+        let producer =
+            self.log
+                .producer(&topic.name, edge_id)
+                .map_err(|source| EngineError::Connector {
+                    node: topic.name.clone(),
+                    source,
+                })?;
+        Ok(cut::FrameOut::Log(producer))
+    }
+
+    fn input(
+        &self,
+        topic: &CutTopic,
+        worker: usize,
+    ) -> Result<(cut::FrameIn, cut::Producers), EngineError> {
+        let own = embedded_producer(worker);
+        let expected = vec![own.clone()];
+        let consumer = self.log.consumer(&topic.name, move |edge| edge == own);
+        Ok((
+            cut::FrameIn::Log(consumer),
+            cut::Producers {
+                expected,
+                idle_timeout: None,
+                end_on_stop: false,
+            },
+        ))
+    }
+}
+
+fn embedded_producer(worker: usize) -> String {
+    format!("embedded-{worker}")
+}
+
 /// Runs both halves of a plan in this process, joined by the embedded log under
 /// `<data_dir>/<pipeline>/log`, until every source is exhausted (or `ctx.stop` is set).
 pub fn run_embedded(
@@ -161,32 +208,44 @@ pub fn run_embedded(
     options: &RunOptions,
     ctx: RunContext,
 ) -> Result<RunReport, EngineError> {
-    let workers = options.workers.max(1);
     let log = EmbeddedLog::open_empty(&ctx.pipeline_dir.join("log")).map_err(|source| {
         EngineError::Connector {
             node: "embedded log".into(),
             source,
         }
     })?;
+    let wiring = Arc::new(EmbeddedWiring { log });
+    let halves = [Placement::Edge, Placement::Cloud];
+    drive(plan, options, ctx, wiring, &halves, embedded_producer)
+}
+
+/// Runs `halves` of `plan` on `options.workers` timely workers until they finish, printing
+/// a progress line when asked. Worker i's edge half writes as `edge_id(i)`.
+pub(crate) fn drive<W: build::CutWiring + Send + 'static>(
+    plan: Arc<Plan>,
+    options: &RunOptions,
+    ctx: RunContext,
+    wiring: Arc<W>,
+    halves: &[Placement],
+    edge_id: impl Fn(usize) -> String + Send + Sync + 'static,
+) -> Result<RunReport, EngineError> {
+    let workers = options.workers.max(1);
     let started = Instant::now();
     let finished_workers = Arc::new(AtomicUsize::new(0));
+    let halves = halves.to_vec();
     let guards = {
         let ctx = ctx.clone();
         let options = options.clone();
         let finished_workers = finished_workers.clone();
         timely::execute(timely::Config::process(workers), move |worker| {
             let result = (|| {
-                let edge_id = format!("embedded-{}", worker.index());
-                let edge = build::Half {
-                    placement: Placement::Edge,
-                    edge_id: edge_id.clone(),
-                };
-                let cloud = build::Half {
-                    placement: Placement::Cloud,
-                    edge_id,
-                };
-                build::build_half(worker, &plan, &edge, &options, &ctx, &log)?;
-                build::build_half(worker, &plan, &cloud, &options, &ctx, &log)?;
+                for placement in &halves {
+                    let half = build::Half {
+                        placement: *placement,
+                        edge_id: edge_id(worker.index()),
+                    };
+                    build::build_half(worker, &plan, &half, &options, &ctx, &*wiring)?;
+                }
                 while worker.step_or_park(Some(Duration::from_millis(20))) {}
                 Ok::<(), EngineError>(())
             })();

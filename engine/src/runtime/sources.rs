@@ -23,7 +23,23 @@ pub fn operator_name(node: &PlanNode) -> String {
     format!("{}[{}]", node.kind, node.id)
 }
 
-fn generator_options(settings: &GeneratorSettings) -> Result<GeneratorOptions, String> {
+/// Event time of the first reading when the pipeline does not say: 2026-01-01T00:00:00Z.
+const DEFAULT_START_MS: i64 = 1_767_225_600_000;
+
+fn generator_options(
+    settings: &GeneratorSettings,
+    realtime: bool,
+) -> Result<GeneratorOptions, String> {
+    let start_ms = settings.start_ms.unwrap_or_else(|| {
+        if realtime {
+            // Real time means event time is wall-clock time, so latency is measurable.
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(DEFAULT_START_MS, |d| d.as_millis() as i64)
+        } else {
+            DEFAULT_START_MS
+        }
+    });
     let shapes = settings
         .anomaly_shapes
         .iter()
@@ -37,7 +53,7 @@ fn generator_options(settings: &GeneratorSettings) -> Result<GeneratorOptions, S
         sites: settings.sites,
         sensors: settings.sensors.clone(),
         rate_per_device: settings.rate_per_device,
-        start_ms: settings.start_ms,
+        start_ms,
         anomaly_rate: settings.anomaly_rate,
         anomaly_shapes: shapes,
         ground_truth: settings.ground_truth,
@@ -53,16 +69,20 @@ pub fn generator<'scope>(
     settings: &GeneratorSettings,
     env: &BuildEnv,
 ) -> Result<BatchStream<'scope>, EngineError> {
-    let options = generator_options(settings).map_err(EngineError::Internal)?;
+    let options =
+        generator_options(settings, env.options.realtime).map_err(EngineError::Internal)?;
+    // This worker's share of the fleet: with `--shard i/n`, the process is edge i of n and
+    // its workers split that edge's share again.
+    let (shard, shards) = env.options.shard;
+    let (share, shares) = (shard * env.peers + env.worker, shards * env.peers);
     let readings_per_second =
         settings.rate_per_device * f64::from(settings.devices) * settings.sensors.len() as f64
-            / env.peers as f64;
-    let mut generator = Generator::new(options, env.worker, env.peers).map_err(|source| {
-        EngineError::Connector {
+            / shares as f64;
+    let mut generator =
+        Generator::new(options, share, shares).map_err(|source| EngineError::Connector {
             node: node.id.clone(),
             source,
-        }
-    })?;
+        })?;
     if let Some(events) = env.options.events.or(settings.events) {
         generator.set_limit(events);
     }

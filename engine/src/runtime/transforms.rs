@@ -3,6 +3,7 @@
 //! A batch that fails to evaluate (a data error such as a division by zero) is counted and
 //! its rows go to the dead-letter output with the reason; the worker keeps going.
 
+use edgeflow_connectors::error::chain;
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
@@ -71,21 +72,9 @@ fn reject(
     error: &OperatorError,
 ) {
     metrics.errors.inc();
-    let reason = error_chain(error);
+    let reason = chain(error);
     tracing::warn!(node, rows = batch.num_rows(), %reason, "batch rejected");
     ctx.dead_letter(metrics, &rows_as_dead_letters(node, batch, &reason));
-}
-
-/// An error and its causes, one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn operator_error(node: &PlanNode) -> impl FnOnce(OperatorError) -> EngineError + '_ {

@@ -20,7 +20,9 @@ use super::build::{BatchStream, BuildEnv, NodeOutputs};
 use super::exchange::exchange_by_key;
 use super::sinks::{LATE_REASON, rows_as_dead_letters};
 use super::sources::operator_name;
-use super::transforms::{error_chain, input_schema};
+use edgeflow_connectors::error::chain;
+
+use super::transforms::input_schema;
 use crate::error::EngineError;
 use crate::plan::{PlanNode, WindowSettings};
 
@@ -118,7 +120,7 @@ pub fn window<'scope>(
                         }
                         Err(e) => {
                             metrics.errors.inc();
-                            let reason = error_chain(&e);
+                            let reason = chain(&e);
                             ctx.dead_letter(
                                 &metrics,
                                 &rows_as_dead_letters(&node_id, &batch, &reason),
@@ -154,7 +156,7 @@ pub fn window<'scope>(
                     metrics.errors.inc();
                     ctx.fail(format!(
                         "node \"{node_id}\": closing windows: {}",
-                        error_chain(&e)
+                        chain(&e)
                     ));
                 }
             }

@@ -8,8 +8,8 @@ use edgeflow_operators::schema::{EventSchema, FieldType};
 
 use super::yaml::{Key, Node, Pos, Value};
 use super::{
-    NodeSpec, Placement, Port, Reporter, StreamRef, did_you_mean, is_name, resolve, schema_value,
-    show, unknown_key,
+    NodeSpec, Placement, Port, Reporter, StreamRef, TransportSpec, did_you_mean, is_name, resolve,
+    schema_value, show, unknown_key,
 };
 
 /// What a kind does with streams.
@@ -141,8 +141,9 @@ pub struct GeneratorSettings {
     pub sensors: Vec<String>,
     /// Readings per second per device (and sensor).
     pub rate_per_device: f64,
-    /// Event time of the first reading, ms since the epoch.
-    pub start_ms: i64,
+    /// Event time of the first reading, ms since the epoch; `None`: 2026-01-01T00:00:00Z
+    /// when running as fast as possible, the wall clock at start with `--realtime`.
+    pub start_ms: Option<i64>,
     /// Probability that a reading starts an anomaly.
     pub anomaly_rate: f64,
     /// Which anomaly shapes to inject.
@@ -319,13 +320,14 @@ pub struct Context<'a> {
     pub schemas: &'a BTreeMap<String, EventSchema>,
 }
 
-/// Reads one node; `None` when it is too broken to be planned (errors are reported).
+/// Reads one node. `Err` holds the inputs of a node too broken to be planned (its errors are
+/// reported), so that the planner can still check them.
 pub(crate) fn build_node(
     r: &mut Reporter,
     ctx: &Context<'_>,
     key: &Key,
     value: &Node,
-) -> Option<NodeSpec> {
+) -> Result<NodeSpec, Vec<(StreamRef, Pos)>> {
     let id = key.name.as_str();
     if !is_name(id, false) {
         r.error(
@@ -343,7 +345,7 @@ pub(crate) fn build_node(
             ),
             None,
         );
-        return None;
+        return Err(Vec::new());
     };
     let mut s = Settings {
         r,
@@ -403,7 +405,9 @@ pub(crate) fn build_node(
         }
     });
     let description = s.string("description");
-    let info = info?;
+    let Some(info) = info else {
+        return Err(inputs);
+    };
     s.known = info.settings;
 
     let role = match info.role {
@@ -455,11 +459,10 @@ pub(crate) fn build_node(
         ("stdout", _) => s.stdout(),
         _ => None,
     };
-    let operator = operator?;
-    if s.broken {
-        return None;
-    }
-    Some(NodeSpec {
+    let Some(operator) = operator.filter(|_| !s.broken) else {
+        return Err(inputs);
+    };
+    Ok(NodeSpec {
         id: id.to_owned(),
         pos: key.pos,
         kind: info.name,
@@ -487,6 +490,56 @@ struct Settings<'a, 'r> {
     known: &'static [&'static str],
 }
 
+/// Prefix of [`Settings::node`] when the settings are a top-level section, not a node.
+const SECTION: &str = "section:";
+
+/// Keys of the `transport:` section.
+pub(crate) const TRANSPORT_KEYS: &[&str] = &[
+    "brokers",
+    "partitions",
+    "idle_timeout",
+    "spool_max_bytes",
+    "spool_when_full",
+];
+
+/// Reads the `transport:` section: how `edgeflow edge` and `edgeflow cloud` reach Kafka.
+/// Flags and `EDGEFLOW_*` variables override each setting.
+pub(crate) fn build_transport(r: &mut Reporter, value: &Node) -> TransportSpec {
+    let Value::Map(entries) = &value.value else {
+        r.error(
+            value.pos,
+            format!("\"transport\" must be a map, not {}", value.shape()),
+            Some(format!("keys are: {}", TRANSPORT_KEYS.join(", "))),
+        );
+        return TransportSpec::default();
+    };
+    for (k, _) in entries {
+        if !TRANSPORT_KEYS.contains(&k.name.as_str()) {
+            let msg = format!("\"transport\": unknown key \"{}\"", k.name);
+            unknown_key(r, k, &msg, TRANSPORT_KEYS);
+        }
+    }
+    let mut s = Settings {
+        r,
+        node: "section:transport",
+        entries,
+        positions: BTreeMap::new(),
+        broken: false,
+        known: TRANSPORT_KEYS,
+    };
+    let partitions = s.get("partitions").map(|_| s.count("partitions", 1));
+    let spool_max_bytes = s
+        .get("spool_max_bytes")
+        .map(|_| s.u64("spool_max_bytes", 0));
+    TransportSpec {
+        brokers: s.string("brokers"),
+        partitions,
+        idle_timeout_ms: s.duration_ms("idle_timeout").map(|(ms, _)| ms),
+        spool_max_bytes,
+        spool_when_full: s.choice("spool_when_full", &["block", "drop_oldest_summaries"]),
+    }
+}
+
 const DURATION_HINT: &str = "expected a duration like \"500ms\", \"1s\" or \"5m\"";
 
 impl<'a> Settings<'a, '_> {
@@ -504,6 +557,14 @@ impl<'a> Settings<'a, '_> {
         }
     }
 
+    /// How messages name what is being read: `node "id"`, or a top-level section.
+    fn subject(&self) -> String {
+        match self.node.strip_prefix(SECTION) {
+            Some(section) => format!("\"{section}\""),
+            None => format!("node \"{}\"", self.node),
+        }
+    }
+
     fn err(
         &mut self,
         pos: Pos,
@@ -514,7 +575,7 @@ impl<'a> Settings<'a, '_> {
         self.broken = true;
         self.r.error(
             pos,
-            format!("node \"{}\": field \"{field}\": {message}", self.node),
+            format!("{}: field \"{field}\": {message}", self.subject()),
             hint,
         );
     }
@@ -775,9 +836,9 @@ impl<'a> Settings<'a, '_> {
         };
         let rate_per_device = self.rate("rate_per_device").unwrap_or(10.0);
         let start_ms = match self.scalar("start") {
-            None => 1_767_225_600_000, // 2026-01-01T00:00:00Z
+            None => None,
             Some((text, pos)) => match parse_start(text) {
-                Some(ms) => ms,
+                Some(ms) => Some(ms),
                 None => {
                     self.err(
                         pos,
@@ -785,7 +846,7 @@ impl<'a> Settings<'a, '_> {
                         format!("invalid start time \"{text}\""),
                         Some("expected RFC 3339 text like \"2026-01-01T00:00:00Z\" or milliseconds since the epoch".into()),
                     );
-                    0
+                    None
                 }
             },
         };

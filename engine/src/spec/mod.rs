@@ -8,17 +8,29 @@
 pub mod kinds;
 pub mod yaml;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use edgeflow_operators::schema::{EventSchema, FieldType};
 
+pub use kinds::parse_duration_ms;
 pub use kinds::{
     AggregateSetting, DetectMethod, DetectSettings, FileFormatName, FileSourceSettings,
     GeneratorSettings, Operator, SinkFormat, WindowSettings,
 };
 pub use yaml::Pos;
+
+/// Whether `id` can name an edge: 1-64 ASCII letters, digits, `-`, `_` and `.` (it becomes a
+/// Kafka key, a header value and a directory name).
+pub fn is_valid_edge_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && id != "."
+        && id != ".."
+}
 use yaml::{Key, Node, Value};
 
 /// One problem in a pipeline file, pointing at the offending key or value.
@@ -184,11 +196,14 @@ pub struct PipelineSpec {
     pub description: Option<String>,
     /// Named schemas.
     pub schemas: BTreeMap<String, EventSchema>,
+    /// The `transport:` section.
+    pub transport: TransportSpec,
     /// The nodes, in file order.
     pub nodes: Vec<NodeSpec>,
-    /// Nodes left out because they have errors (only in a spec from [`parse_partial`]); the
-    /// planner skips whatever reads them instead of reporting unknown inputs.
-    pub broken: BTreeSet<String>,
+    /// Nodes left out because they have errors (only in a spec from [`parse_partial`]), with
+    /// the inputs they name: the planner still checks those, and skips whatever reads a broken
+    /// node instead of reporting it as unknown.
+    pub broken: BTreeMap<String, Vec<(StreamRef, Pos)>>,
 }
 
 /// One node as written, with typed settings.
@@ -286,7 +301,23 @@ pub fn parse_partial(
     (spec, r)
 }
 
-const TOP_LEVEL: &[&str] = &["pipeline", "description", "schema", "nodes"];
+const TOP_LEVEL: &[&str] = &["pipeline", "description", "schema", "transport", "nodes"];
+
+/// The optional `transport:` section: how the `edge` and `cloud` roles reach Kafka. Every
+/// setting can be overridden by a flag or an `EDGEFLOW_*` variable.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TransportSpec {
+    /// Kafka bootstrap servers.
+    pub brokers: Option<String>,
+    /// Partitions of the topics edgeflow creates.
+    pub partitions: Option<u32>,
+    /// An edge silent for this long stops holding back the cloud's watermark.
+    pub idle_timeout_ms: Option<i64>,
+    /// Bound of the edge's spool, in bytes.
+    pub spool_max_bytes: Option<u64>,
+    /// `block` or `drop_oldest_summaries`.
+    pub spool_when_full: Option<&'static str>,
+}
 
 fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<PipelineSpec> {
     let Value::Map(entries) = &root.value else {
@@ -301,6 +332,7 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
     let mut description = None;
     let mut schemas = BTreeMap::new();
     let mut nodes_node = None;
+    let mut transport = TransportSpec::default();
     for (key, value) in entries {
         match key.name.as_str() {
             "pipeline" => match value.as_scalar() {
@@ -314,6 +346,7 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
             },
             "description" => description = scalar_text(r, value, "description"),
             "schema" => schemas = build_schemas(r, value),
+            "transport" => transport = kinds::build_transport(r, value),
             "nodes" => nodes_node = Some(value),
             other => unknown_key(
                 r,
@@ -331,7 +364,7 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
         );
     }
     let mut nodes = Vec::new();
-    let mut broken = BTreeSet::new();
+    let mut broken = BTreeMap::new();
     match nodes_node {
         None => r.error(
             root.pos,
@@ -347,9 +380,12 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
                 for (key, value) in items {
                     let before = r.len();
                     match kinds::build_node(r, &ctx, key, value) {
-                        Some(node) if r.len() == before => nodes.push(node),
-                        _ => {
-                            broken.insert(key.name.clone());
+                        Ok(node) if r.len() == before => nodes.push(node),
+                        Ok(node) => {
+                            broken.insert(key.name.clone(), node.inputs);
+                        }
+                        Err(inputs) => {
+                            broken.insert(key.name.clone(), inputs);
                         }
                     }
                 }
@@ -370,6 +406,7 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
         pipeline: pipeline.unwrap_or_default(),
         description,
         schemas,
+        transport,
         nodes,
         broken,
     })

@@ -68,7 +68,7 @@ fn generator_defaults_and_env_interpolation() {
     assert_eq!((g.devices, g.sites, g.seed), (42, 3, 1));
     assert_eq!(g.sensors, vec!["vibration", "temperature"]);
     assert_eq!(g.rate_per_device, 10.0);
-    assert_eq!(g.start_ms, 1_767_225_600_000);
+    assert_eq!(g.start_ms, None);
     assert_eq!(g.anomaly_shapes.len(), 4);
     assert_eq!(g.disorder_ms, 0);
 }
@@ -92,8 +92,8 @@ fn generator_start_accepts_rfc3339_and_millis() {
     let Operator::Generator(b) = &node(&spec, "b").operator else {
         panic!()
     };
-    assert_eq!(a.start_ms, 1_767_225_600_000 + 86_400_000 + 1_000);
-    assert_eq!(b.start_ms, 5);
+    assert_eq!(a.start_ms, Some(1_767_225_600_000 + 86_400_000 + 1_000));
+    assert_eq!(b.start_ms, Some(5));
 }
 
 #[test]

@@ -1,0 +1,463 @@
+//! Edge and cloud as separate processes over a real Kafka-protocol broker (tansu, started by
+//! `scripts/dev-broker` on a free loopback port with its own storage): the cloud's tables
+//! must equal the embedded run's on the same input — with no fault, across a broker outage,
+//! across an edge and a cloud killed with SIGKILL — bad records go to the dead-letter topic,
+//! and a Kafka client that is not ours (Python's confluent-kafka) reads the topics.
+#![cfg(feature = "kafka")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn edgeflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A tansu broker on a free port, storing its data under `dir`; stopped when dropped.
+struct Broker {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let broker = Broker {
+            dir: dir.join("broker"),
+            port,
+        };
+        broker.up();
+        broker
+    }
+
+    fn script(&self, command: &str) -> Output {
+        Command::new(repo("scripts/dev-broker"))
+            .args([command, "--port", &self.port.to_string(), "--dir"])
+            .arg(&self.dir)
+            .output()
+            .unwrap()
+    }
+
+    fn up(&self) {
+        let out = self.script("start");
+        assert!(
+            out.status.success(),
+            "dev-broker start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn down(&self) {
+        let out = self.script("stop");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.script("stop");
+    }
+}
+
+/// Edges summarize per device and second and flag spikes; the cloud aggregates the
+/// summaries per site over 10 s windows (a cloud-side window, so the watermark across the
+/// cut matters) and materializes all three streams.
+const FLEET: &str = r#"
+pipeline: linkfleet
+nodes:
+  sensors:  { kind: generator, devices: 40, sites: 4, sensors: [vibration, temperature], rate_per_device: 50/s, seed: 11, anomaly_rate: 0.0005, start: "2026-01-01T00:00:00Z" }
+  per_sec:  { kind: window, inputs: [sensors], key: [site, device, sensor], size: 1s, aggregates: [count, min, max, mean] }
+  spikes:   { kind: detect, inputs: [sensors], key: [device, sensor], method: zscore, threshold: 5.0 }
+  per_site: { kind: window, inputs: [per_sec], key: [site, sensor], size: 10s, value: mean, aggregates: [count, min, max], placement: cloud }
+  fleet:    { kind: table, inputs: [per_sec] }
+  sites:    { kind: table, inputs: [per_site] }
+  exceptions: { kind: table, inputs: [spikes] }
+"#;
+
+const QUERIES: [&str; 3] = [
+    "SELECT site, device, sensor, window_start, count, min, max, mean FROM fleet ORDER BY site, device, sensor, window_start",
+    "SELECT site, sensor, window_start, count, min, max FROM sites ORDER BY site, sensor, window_start",
+    "SELECT device, sensor, ts, value, score FROM exceptions ORDER BY device, sensor, ts",
+];
+
+fn with_queries(command: &mut Command) -> &mut Command {
+    command.args(["--quiet", "--format", "csv"]);
+    for q in QUERIES {
+        command.args(["--query", q]);
+    }
+    command
+}
+
+fn pipeline(dir: &Path) -> PathBuf {
+    let path = dir.join("linkfleet.yaml");
+    std::fs::write(&path, FLEET).unwrap();
+    path
+}
+
+/// The reference: both halves in one process, two workers (one per edge share).
+fn embedded(pipeline: &Path, dir: &Path, events: u64) -> String {
+    let out = with_queries(
+        edgeflow()
+            .args(["run", pipeline.to_str().unwrap(), "--workers", "2"])
+            .args(["--events", &events.to_string()])
+            .arg("--data-dir")
+            .arg(dir.join("embedded")),
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().count() > 100, "too little output: {text}");
+    text
+}
+
+fn edge(
+    pipeline: &Path,
+    data: &Path,
+    broker: &Broker,
+    id: &str,
+    shard: &str,
+    events: u64,
+) -> Command {
+    let mut c = edgeflow();
+    c.args([
+        "edge",
+        pipeline.to_str().unwrap(),
+        "--edge-id",
+        id,
+        "--shard",
+        shard,
+    ])
+    .args(["--brokers", &broker.address(), "--quiet"])
+    .args(["--events", &events.to_string()])
+    .arg("--data-dir")
+    .arg(data)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    c
+}
+
+fn cloud(pipeline: &Path, data: &Path, broker: &Broker) -> Command {
+    let mut c = edgeflow();
+    c.args([
+        "cloud",
+        pipeline.to_str().unwrap(),
+        "--edges",
+        "a,b",
+        "--workers",
+        "2",
+    ])
+    .args(["--brokers", &broker.address(), "--idle-timeout", "10m"])
+    .arg("--data-dir")
+    .arg(data)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    with_queries(&mut c);
+    c
+}
+
+/// Waits for a child with a deadline; its output.
+fn finish(mut child: Child, what: &str, limit: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{what} did not finish within {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+const LIMIT: Duration = Duration::from_secs(240);
+
+fn sigkill(child: &mut Child) {
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+#[test]
+fn two_edges_and_a_cloud_match_the_embedded_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path());
+    let expected = embedded(&p, dir.path(), 40_000);
+    let broker = Broker::start(dir.path());
+    let data = dir.path().join("data");
+    let cloud_run = cloud(&p, &data, &broker).spawn().unwrap();
+    let a = edge(&p, &data, &broker, "a", "0/2", 40_000)
+        .spawn()
+        .unwrap();
+    let b = edge(&p, &data, &broker, "b", "1/2", 40_000)
+        .spawn()
+        .unwrap();
+    finish(a, "edge a", LIMIT);
+    finish(b, "edge b", LIMIT);
+    let out = finish(cloud_run, "cloud", LIMIT);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+}
+
+#[test]
+fn a_broker_outage_loses_nothing_and_counts_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path());
+    // 40 devices x 2 sensors x 50/s = 4000 readings/s: 32000 readings take 8 s in real time.
+    let expected = embedded(&p, dir.path(), 32_000);
+    let broker = Broker::start(dir.path());
+    let data = dir.path().join("data");
+    let cloud_run = cloud(&p, &data, &broker).spawn().unwrap();
+    let a = edge(&p, &data, &broker, "a", "0/2", 32_000)
+        .arg("--realtime")
+        .spawn()
+        .unwrap();
+    let b = edge(&p, &data, &broker, "b", "1/2", 32_000)
+        .arg("--realtime")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.down();
+    std::thread::sleep(Duration::from_secs(4));
+    broker.up();
+    finish(a, "edge a", LIMIT);
+    finish(b, "edge b", LIMIT);
+    let out = finish(cloud_run, "cloud", LIMIT);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+}
+
+#[test]
+fn a_killed_edge_and_a_killed_cloud_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path());
+    let events = 2_000_000;
+    let expected = embedded(&p, dir.path(), events);
+    let broker = Broker::start(dir.path());
+    let data = dir.path().join("data");
+    let mut cloud_run = cloud(&p, &data, &broker).spawn().unwrap();
+    let mut a = edge(&p, &data, &broker, "a", "0/2", events)
+        .spawn()
+        .unwrap();
+    let b = edge(&p, &data, &broker, "b", "1/2", events)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    sigkill(&mut a);
+    sigkill(&mut cloud_run);
+    std::thread::sleep(Duration::from_millis(500));
+    let cloud_run = cloud(&p, &data, &broker).spawn().unwrap();
+    let a = edge(&p, &data, &broker, "a", "0/2", events)
+        .spawn()
+        .unwrap();
+    finish(a, "restarted edge a", LIMIT);
+    finish(b, "edge b", LIMIT);
+    let out = finish(cloud_run, "restarted cloud", LIMIT);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+}
+
+/// Sends raw records to a cut topic with the `rdkafka` crate directly (not edgeflow's
+/// producer): a record without edgeflow headers, one whose payload is not Arrow, and one
+/// with a schema fingerprint the cloud does not know.
+fn send_bad_records(broker: &Broker, topic: &str) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .create()
+        .unwrap();
+    let headers = |fingerprint: &str, seq: &str| {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in [
+            ("edgeflow-pipeline", "linkfleet"),
+            ("edgeflow-stream", "per_sec"),
+            ("edgeflow-edge", "rogue"),
+            ("edgeflow-seq", seq),
+            ("edgeflow-watermark", "0"),
+            ("edgeflow-schema", fingerprint),
+            ("edgeflow-kind", "data"),
+        ] {
+            h = h.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        h
+    };
+    let records = [
+        BaseRecord::to(topic)
+            .key("rogue")
+            .payload("no headers at all"),
+        BaseRecord::to(topic)
+            .key("rogue")
+            .payload("not arrow")
+            .headers(headers("0000000000000000", "1")),
+        BaseRecord::to(topic)
+            .key("rogue")
+            .payload("x")
+            .headers(headers("00000000deadbeef", "2")),
+    ];
+    for r in records {
+        producer.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn bad_records_go_to_the_dead_letter_topic_and_python_reads_plain_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path());
+    let expected = embedded(&p, dir.path(), 20_000);
+    let broker = Broker::start(dir.path());
+    let data = dir.path().join("data");
+    // The edges first, so the topics exist; then the poison; then the cloud.
+    let a = edge(&p, &data, &broker, "a", "0/2", 20_000)
+        .spawn()
+        .unwrap();
+    let b = edge(&p, &data, &broker, "b", "1/2", 20_000)
+        .spawn()
+        .unwrap();
+    finish(a, "edge a", LIMIT);
+    finish(b, "edge b", LIMIT);
+    send_bad_records(&broker, "linkfleet.per_sec");
+    let out = finish(cloud(&p, &data, &broker).spawn().unwrap(), "cloud", LIMIT);
+    // The cloud kept going: its tables are still exactly right.
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+    let letters = std::fs::read_to_string(data.join("linkfleet/dead_letter.jsonl")).unwrap();
+    assert_eq!(letters.lines().count(), 3, "{letters}");
+    assert!(
+        letters.contains("missing header edgeflow-pipeline"),
+        "{letters}"
+    );
+    assert!(letters.contains("corrupt payload"), "{letters}");
+    assert!(
+        letters.contains("unknown schema fingerprint 00000000deadbeef"),
+        "{letters}"
+    );
+
+    // A client that is not ours: confluent-kafka (PyPI, bundling a current librdkafka).
+    let python = python_with_confluent_kafka();
+    let script = r#"
+import json, sys
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "py-check", "enable.auto.commit": False})
+def read(topic):
+    md = c.list_topics(topic, timeout=30).topics[topic]
+    c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
+    out, idle = [], 0
+    while idle < 20:
+        m = c.poll(0.5)
+        if m is None:
+            idle += 1
+            continue
+        if m.error():
+            continue
+        idle = 0
+        out.append({"key": (m.key() or b"").decode(), "headers": {k: v.decode() for k, v in (m.headers() or [])}, "size": len(m.value() or b"")})
+    return out
+summary = {}
+for topic in sys.argv[2:]:
+    records = read(topic)
+    summary[topic] = {
+        "records": len(records),
+        "keys": sorted({r["key"] for r in records}),
+        "kinds": sorted({r["headers"].get("edgeflow-kind", "") for r in records}),
+        "reasons": sorted({r["headers"].get("edgeflow-dead-letter-reason", "") for r in records}),
+        "data_bytes": sum(r["size"] for r in records if r["headers"].get("edgeflow-kind") == "data"),
+    }
+print(json.dumps(summary))
+"#;
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            script,
+            &broker.address(),
+            "linkfleet.per_sec",
+            "linkfleet.dead_letter",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let per_sec = &summary["linkfleet.per_sec"];
+    assert_eq!(
+        per_sec["keys"],
+        serde_json::json!(["a", "b", "rogue"]),
+        "{summary}"
+    );
+    assert_eq!(
+        per_sec["kinds"],
+        serde_json::json!(["", "data", "end", "watermark"]),
+        "{summary}"
+    );
+    assert!(
+        per_sec["data_bytes"].as_u64().unwrap() > 10_000,
+        "{summary}"
+    );
+    let dead = &summary["linkfleet.dead_letter"];
+    assert_eq!(dead["records"], 3, "{summary}");
+    assert_eq!(dead["keys"], serde_json::json!(["rogue"]), "{summary}");
+}
+
+/// A Python that can `import confluent_kafka`, installing it from PyPI into a venv under the
+/// target directory when needed.
+fn python_with_confluent_kafka() -> PathBuf {
+    let has = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import confluent_kafka"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let system = PathBuf::from("python3");
+    if has(&system) {
+        return system;
+    }
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-kafka");
+    let python = venv.join("bin/python");
+    if !has(&python) {
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success(), "python3 -m venv failed");
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "confluent-kafka"])
+            .status()
+            .unwrap();
+        assert!(installed.success(), "pip install confluent-kafka failed");
+    }
+    python
+}
