@@ -8,6 +8,7 @@
 pub mod detect;
 pub mod error;
 pub mod expr;
+pub mod kernels;
 pub mod schema;
 pub mod window;
 
