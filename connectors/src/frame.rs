@@ -1,6 +1,7 @@
 //! The wire format of everything that crosses the edge -> cloud cut.
 //!
-//! A [`Frame`] is one Arrow record batch encoded as an Arrow IPC stream (schema + batch),
+//! A [`Frame`] is one Arrow record batch, encoded by the content-aware codec
+//! (`edgeflow_operators::codec`, the default) or as an Arrow IPC stream (schema + batch),
 //! plus a [`FrameHeader`] that says where it comes from and how far its producer has
 //! progressed: pipeline, stream, edge id, sequence number, watermark and the fingerprint of
 //! the batch's schema. The header maps one-to-one onto Kafka record headers (see
@@ -11,6 +12,7 @@ use std::io::Cursor;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
+use edgeflow_operators::codec;
 use edgeflow_operators::schema::EventSchema;
 
 use crate::error::ConnectorError;
@@ -159,8 +161,12 @@ pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>, ConnectorError> {
     Ok(out)
 }
 
-/// Decodes an Arrow IPC stream holding one batch.
+/// Decodes a payload: a frame of the content-aware codec (it starts with `EFC`), or an
+/// Arrow IPC stream holding one batch. Neither needs any configuration.
 pub fn decode_batch(bytes: &[u8]) -> Result<RecordBatch, ConnectorError> {
+    if bytes.starts_with(codec::MAGIC) {
+        return codec::decode(bytes).map_err(|e| ConnectorError::BadFrame(e.to_string()));
+    }
     let mut reader = StreamReader::try_new(Cursor::new(bytes), None)?;
     match reader.next() {
         Some(batch) => Ok(batch?),

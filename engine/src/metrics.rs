@@ -23,6 +23,7 @@ pub struct Metrics {
     watermark: IntGaugeVec,
     cut_bytes: IntCounterVec,
     cut_frames: IntCounterVec,
+    cut_raw_bytes: IntCounterVec,
     duplicates: IntCounterVec,
     link: LinkMetrics,
 }
@@ -191,6 +192,12 @@ impl Metrics {
                 "Payload bytes sent across the edge-cloud cut.",
                 &["topic"],
             ),
+            cut_raw_bytes: counter(
+                &registry,
+                "edgeflow_cut_raw_bytes_total",
+                "Arrow bytes of the batches sent across the edge-cloud cut before encoding (compare with edgeflow_cut_bytes_total).",
+                &["topic"],
+            ),
             cut_frames: counter(
                 &registry,
                 "edgeflow_cut_frames_total",
@@ -230,6 +237,7 @@ impl Metrics {
         TopicMetrics {
             bytes: self.cut_bytes.with_label_values(&[topic]),
             frames: self.cut_frames.with_label_values(&[topic]),
+            raw_bytes: self.cut_raw_bytes.with_label_values(&[topic]),
             duplicates: self.duplicates.with_label_values(&[topic]),
         }
     }
@@ -330,6 +338,8 @@ pub struct TopicMetrics {
     pub bytes: IntCounter,
     /// Frames sent.
     pub frames: IntCounter,
+    /// Arrow bytes of the batches sent, before encoding.
+    pub raw_bytes: IntCounter,
     /// Duplicate frames dropped by the consumer.
     pub duplicates: IntCounter,
 }

@@ -5,6 +5,7 @@
 //! ([`expr`]), event-time windows ([`window`]) and anomaly detectors ([`detect`]). Nothing here
 //! knows about timely, files or the network; the engine wires these pieces into dataflows.
 
+pub mod codec;
 pub mod detect;
 pub mod error;
 pub mod expr;

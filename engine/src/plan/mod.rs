@@ -73,6 +73,8 @@ pub struct CutTopic {
     pub time_field: String,
     /// The cloud nodes reading it.
     pub consumers: Vec<String>,
+    /// How its frames are encoded (the producing node's `compress`).
+    pub compress: crate::spec::Compression,
 }
 
 impl Plan {
@@ -301,6 +303,24 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter) -> Option<Plan> {
             Some(o) => o.schema.clone(),
             None => input.schema.clone(),
         };
+        for (field, _) in &node.compress.error_bounds {
+            if schema.field_type(field) != Some(FieldType::F64) {
+                let f64_fields: Vec<&str> = schema
+                    .fields()
+                    .iter()
+                    .filter(|(_, t)| *t == FieldType::F64)
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                r.error(
+                    node.pos_of(&format!("compress.error_bounds.{field}")),
+                    format!(
+                        "node \"{}\": field \"compress.error_bounds\": \"{field}\" is not an f64 field of its output",
+                        node.id
+                    ),
+                    Some(format!("f64 fields: {}", f64_fields.join(", "))),
+                );
+            }
+        }
         if let Some(o) = output {
             streams.insert(StreamRef::main(&node.id), o);
         }
@@ -349,6 +369,12 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter) -> Option<Plan> {
                             schema: info.schema.clone(),
                             time_field: info.time_field.clone(),
                             consumers: vec![consumer.id.clone()],
+                            compress: spec
+                                .nodes
+                                .iter()
+                                .find(|n| n.id == stream.node)
+                                .map(|n| n.compress.clone())
+                                .unwrap_or_default(),
                         });
                     }
                 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use arrow::record_batch::RecordBatch;
 use edgeflow_connectors::embedded_log::{LogConsumer, LogProducer};
 use edgeflow_connectors::error::chain;
 use edgeflow_connectors::file_source::DeadLetter;
@@ -23,6 +24,7 @@ use edgeflow_connectors::frame::{
 #[cfg(feature = "kafka")]
 use edgeflow_connectors::kafka::{CloudFeed, FeedItem};
 use edgeflow_connectors::spool::{Appended, Spool};
+use edgeflow_operators::codec::{self, CodecMode, CodecOptions, Encoder};
 use timely::dataflow::Scope;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
@@ -33,6 +35,7 @@ use super::build::{BatchStream, BuildEnv};
 use crate::error::EngineError;
 use crate::metrics::TopicMetrics;
 use crate::plan::CutTopic;
+use crate::spec::CompressMode;
 
 /// Where the frames of a cut stream go.
 pub enum FrameOut {
@@ -102,12 +105,28 @@ const IDLE_POLL: Duration = Duration::from_millis(2);
 /// One producer's side of a topic: numbers and sends frames.
 struct TopicWriter {
     out: FrameOut,
+    /// `None`: plain Arrow IPC (`compress: off`).
+    encoder: Option<Encoder>,
     topic: String,
     header: FrameHeader,
     metrics: TopicMetrics,
 }
 
 impl TopicWriter {
+    /// Encodes a batch as configured, counting its raw (Arrow) bytes.
+    fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, String> {
+        let raw: usize = batch
+            .columns()
+            .iter()
+            .map(|c| codec::raw_bytes(c.as_ref()))
+            .sum();
+        self.metrics.raw_bytes.inc_by(raw as u64);
+        match &mut self.encoder {
+            Some(encoder) => encoder.encode(batch).map_err(|e| chain(&e)),
+            None => encode_batch(batch).map_err(|e| chain(&e)),
+        }
+    }
+
     fn send(
         &mut self,
         kind: FrameKind,
@@ -136,8 +155,23 @@ pub fn produce(
     out: FrameOut,
     edge_id: &str,
 ) -> Result<(), EngineError> {
+    let encoder = match topic.compress.mode {
+        CompressMode::Off => None,
+        mode => {
+            let options = CodecOptions {
+                mode: if mode == CompressMode::Fast {
+                    CodecMode::Fast
+                } else {
+                    CodecMode::Auto
+                },
+                error_bounds: topic.compress.error_bounds.clone(),
+            };
+            Some(Encoder::new(options).map_err(|e| EngineError::Internal(chain(&e)))?)
+        }
+    };
     let mut writer = TopicWriter {
         out,
+        encoder,
         topic: topic.name.clone(),
         header: FrameHeader {
             pipeline: env.plan.pipeline.clone(),
@@ -165,15 +199,13 @@ pub fn produce(
                 .unwrap_or(EventTime::MAX);
             input.for_each(|cap, data| {
                 for batch in data.drain(..) {
-                    let sent = encode_batch(&batch)
-                        .map_err(|e| chain(&e))
-                        .and_then(|payload| {
-                            writer.send(
-                                FrameKind::Data,
-                                cap.least().map_or(watermark, |t| watermark.min(*t)),
-                                payload,
-                            )
-                        });
+                    let sent = writer.encode(&batch).and_then(|payload| {
+                        writer.send(
+                            FrameKind::Data,
+                            cap.least().map_or(watermark, |t| watermark.min(*t)),
+                            payload,
+                        )
+                    });
                     if let Err(e) = sent {
                         ctx.fail(format!("topic {topic_name}: {e}"));
                     }

@@ -118,7 +118,47 @@ pub const KINDS: &[KindInfo] = &[
 ];
 
 /// Keys every node may have.
-pub const COMMON_KEYS: &[&str] = &["kind", "inputs", "placement", "description"];
+pub const COMMON_KEYS: &[&str] = &["kind", "inputs", "placement", "description", "compress"];
+
+/// How a node's output is encoded where it crosses the edge -> cloud cut.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compression {
+    /// Which codec.
+    pub mode: CompressMode,
+    /// Lossy columns: `(f64 field, absolute error bound)`.
+    pub error_bounds: Vec<(String, f64)>,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            mode: CompressMode::Auto,
+            error_bounds: Vec::new(),
+        }
+    }
+}
+
+/// The `compress` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressMode {
+    /// The content-aware codec, smallest encoding per column (the default).
+    Auto,
+    /// The content-aware codec with lz4 only: faster, a little larger.
+    Fast,
+    /// Plain Arrow IPC.
+    Off,
+}
+
+impl CompressMode {
+    /// The name in pipeline files.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompressMode::Auto => "auto",
+            CompressMode::Fast => "fast",
+            CompressMode::Off => "off",
+        }
+    }
+}
 
 /// The anomaly shapes the generator can inject.
 pub const ANOMALY_SHAPES: &[&str] = &["spike", "level_shift", "stuck", "drift"];
@@ -405,6 +445,7 @@ pub(crate) fn build_node(
         }
     });
     let description = s.string("description");
+    let compress = s.compress();
     let Some(info) = info else {
         return Err(inputs);
     };
@@ -469,6 +510,7 @@ pub(crate) fn build_node(
         inputs,
         placement,
         description,
+        compress,
         operator,
         positions: s.positions,
     })
@@ -724,6 +766,106 @@ impl<'a> Settings<'a, '_> {
                 None
             }
         }
+    }
+
+    /// `compress: auto|fast|off`, or `compress: { codec: ..., error_bounds: { field: e } }`.
+    fn compress(&mut self) -> Compression {
+        let mut out = Compression::default();
+        let Some(v) = self.get("compress") else {
+            return out;
+        };
+        let mode = |s: &mut Self, text: &str, pos: Pos| match text {
+            "auto" => Some(CompressMode::Auto),
+            "fast" => Some(CompressMode::Fast),
+            "off" => Some(CompressMode::Off),
+            _ => {
+                s.err(
+                    pos,
+                    "compress",
+                    format!("invalid codec \"{text}\""),
+                    Some("expected one of: auto, fast, off".into()),
+                );
+                None
+            }
+        };
+        match &v.value {
+            Value::Scalar(text) => {
+                if let Some(m) = mode(self, text, v.pos) {
+                    out.mode = m;
+                }
+            }
+            Value::Map(entries) => {
+                for (k, value) in entries {
+                    match k.name.as_str() {
+                        "codec" => match value.as_scalar() {
+                            Some(text) => {
+                                if let Some(m) = mode(self, text, value.pos) {
+                                    out.mode = m;
+                                }
+                            }
+                            None => self.err(
+                                value.pos,
+                                "compress.codec",
+                                "expected auto, fast or off",
+                                None,
+                            ),
+                        },
+                        "error_bounds" => {
+                            let Value::Map(bounds) = &value.value else {
+                                self.err(
+                                    value.pos,
+                                    "compress.error_bounds",
+                                    format!(
+                                        "expected a map of f64 field -> absolute error, not {}",
+                                        value.shape()
+                                    ),
+                                    None,
+                                );
+                                continue;
+                            };
+                            for (field, bound) in bounds {
+                                let parsed =
+                                    bound.as_scalar().and_then(|t| t.trim().parse::<f64>().ok());
+                                match parsed {
+                                    Some(e) if e.is_finite() && e > 0.0 => {
+                                        self.positions.insert(
+                                            format!("compress.error_bounds.{}", field.name),
+                                            field.pos,
+                                        );
+                                        out.error_bounds.push((field.name.clone(), e));
+                                    }
+                                    _ => self.err(
+                                        bound.pos,
+                                        "compress.error_bounds",
+                                        format!(
+                                            "field \"{}\": expected a positive number, got {}",
+                                            field.name,
+                                            show(bound)
+                                        ),
+                                        None,
+                                    ),
+                                }
+                            }
+                        }
+                        other => {
+                            let msg = format!(
+                                "node \"{}\": field \"compress\": unknown key \"{other}\"",
+                                self.node
+                            );
+                            unknown_key(self.r, k, &msg, &["codec", "error_bounds"]);
+                            self.broken = true;
+                        }
+                    }
+                }
+            }
+            _ => self.err(
+                v.pos,
+                "compress",
+                format!("expected auto, fast, off or a map, not {}", v.shape()),
+                None,
+            ),
+        }
+        out
     }
 
     fn rate(&mut self, name: &str) -> Option<f64> {

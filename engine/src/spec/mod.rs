@@ -16,8 +16,8 @@ use edgeflow_operators::schema::{EventSchema, FieldType};
 
 pub use kinds::parse_duration_ms;
 pub use kinds::{
-    AggregateSetting, DetectMethod, DetectSettings, FileFormatName, FileSourceSettings,
-    GeneratorSettings, Operator, SinkFormat, WindowSettings,
+    AggregateSetting, CompressMode, Compression, DetectMethod, DetectSettings, FileFormatName,
+    FileSourceSettings, GeneratorSettings, Operator, SinkFormat, WindowSettings,
 };
 pub use yaml::Pos;
 
@@ -221,6 +221,8 @@ pub struct NodeSpec {
     pub placement: Option<Placement>,
     /// Free text.
     pub description: Option<String>,
+    /// How its output crosses the edge -> cloud cut.
+    pub compress: Compression,
     /// The typed settings. For a window without `time_field`, `time_field` is empty and the
     /// planner fills in the input's time field.
     pub operator: Operator,
