@@ -3,7 +3,7 @@
 //! must equal the embedded run's on the same input — with no fault, across a broker outage,
 //! across an edge and a cloud killed with SIGKILL — bad records go to the dead-letter topic,
 //! and a Kafka client that is not ours (Python's confluent-kafka) reads the topics.
-#![cfg(feature = "kafka")]
+#![cfg(feature = "kafka-it")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

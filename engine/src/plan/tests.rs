@@ -136,26 +136,6 @@ fn unknown_input_suggests_the_closest_node() {
     assert!(e[1].contains("= help: nodes are: sensors, t, u"), "{e:?}");
 }
 
-/// Regression: a node with a bad setting was dropped before its inputs were checked, so a
-/// misspelled input on the same node went unreported until the setting was fixed.
-#[test]
-fn unknown_input_of_a_node_with_other_errors_is_reported() {
-    let e = errors(
-        "pipeline: x\nnodes:\n  sensors: { kind: generator }\n  t: { kind: table, inputs: [sensor], colour: red }\n",
-    );
-    assert_eq!(e.len(), 2, "{e:?}");
-    assert!(
-        e[0].starts_with(
-            "p.yaml:4:30: error: node \"t\": unknown input \"sensor\"; did you mean \"sensors\"?"
-        ),
-        "{e:?}"
-    );
-    assert!(
-        e[1].starts_with("p.yaml:4:39: error: node \"t\": unknown field \"colour\" for kind table"),
-        "{e:?}"
-    );
-}
-
 #[test]
 fn late_only_from_windows_and_sinks_have_no_output() {
     let e = errors(
