@@ -126,7 +126,7 @@ fn embedded(pipeline: &Path, dir: &Path, events: u64) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = out;
     assert!(text.lines().count() > 100, "too little output: {text}");
     text
 }
@@ -151,9 +151,7 @@ fn edge(
     .args(["--brokers", &broker.address(), "--quiet"])
     .args(["--events", &events.to_string()])
     .arg("--data-dir")
-    .arg(data)
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    .arg(data);
     c
 }
 
@@ -169,41 +167,72 @@ fn cloud(pipeline: &Path, data: &Path, broker: &Broker) -> Command {
     ])
     .args(["--brokers", &broker.address(), "--idle-timeout", "10m"])
     .arg("--data-dir")
-    .arg(data)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    .arg(data);
     with_queries(&mut c);
     c
 }
 
-/// Waits for a child with a deadline; its output.
-fn finish(mut child: Child, what: &str, limit: Duration) -> Output {
+/// A child process whose stdout and stderr are drained by threads while it runs (a full
+/// pipe would otherwise block it: the cloud prints thousands of rows at the end).
+struct Running {
+    child: Child,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+}
+
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
+fn start(command: &mut Command) -> Running {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    Running {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+/// Waits for a child with a deadline; its stdout, after checking it succeeded.
+fn finish(mut run: Running, what: &str, limit: Duration) -> String {
     let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
+    let mut timed_out = false;
+    while run.child.try_wait().unwrap().is_none() {
         if started.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{what} did not finish within {limit:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = run.child.kill();
+            timed_out = true;
+            break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = child.wait_with_output().unwrap();
+    let status = run.child.wait().unwrap();
+    let stdout = run.stdout.join().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr.join().unwrap()).into_owned();
     assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        !timed_out,
+        "{what} did not finish within {limit:?}: {stderr}"
     );
-    out
+    assert!(status.success(), "{what} failed: {stderr}");
+    String::from_utf8(stdout).unwrap()
 }
 
 const LIMIT: Duration = Duration::from_secs(240);
 
-fn sigkill(child: &mut Child) {
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+fn sigkill(run: &mut Running) {
+    run.child.kill().unwrap(); // SIGKILL
+    run.child.wait().unwrap();
 }
 
 #[test]
@@ -213,17 +242,13 @@ fn two_edges_and_a_cloud_match_the_embedded_run() {
     let expected = embedded(&p, dir.path(), 40_000);
     let broker = Broker::start(dir.path());
     let data = dir.path().join("data");
-    let cloud_run = cloud(&p, &data, &broker).spawn().unwrap();
-    let a = edge(&p, &data, &broker, "a", "0/2", 40_000)
-        .spawn()
-        .unwrap();
-    let b = edge(&p, &data, &broker, "b", "1/2", 40_000)
-        .spawn()
-        .unwrap();
+    let cloud_run = start(&mut cloud(&p, &data, &broker));
+    let a = start(&mut edge(&p, &data, &broker, "a", "0/2", 40_000));
+    let b = start(&mut edge(&p, &data, &broker, "b", "1/2", 40_000));
     finish(a, "edge a", LIMIT);
     finish(b, "edge b", LIMIT);
     let out = finish(cloud_run, "cloud", LIMIT);
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+    assert_eq!(out, expected);
 }
 
 #[test]
@@ -234,15 +259,9 @@ fn a_broker_outage_loses_nothing_and_counts_nothing_twice() {
     let expected = embedded(&p, dir.path(), 32_000);
     let broker = Broker::start(dir.path());
     let data = dir.path().join("data");
-    let cloud_run = cloud(&p, &data, &broker).spawn().unwrap();
-    let a = edge(&p, &data, &broker, "a", "0/2", 32_000)
-        .arg("--realtime")
-        .spawn()
-        .unwrap();
-    let b = edge(&p, &data, &broker, "b", "1/2", 32_000)
-        .arg("--realtime")
-        .spawn()
-        .unwrap();
+    let cloud_run = start(&mut cloud(&p, &data, &broker));
+    let a = start(edge(&p, &data, &broker, "a", "0/2", 32_000).arg("--realtime"));
+    let b = start(edge(&p, &data, &broker, "b", "1/2", 32_000).arg("--realtime"));
     std::thread::sleep(Duration::from_secs(2));
     broker.down();
     std::thread::sleep(Duration::from_secs(4));
@@ -250,7 +269,7 @@ fn a_broker_outage_loses_nothing_and_counts_nothing_twice() {
     finish(a, "edge a", LIMIT);
     finish(b, "edge b", LIMIT);
     let out = finish(cloud_run, "cloud", LIMIT);
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+    assert_eq!(out, expected);
 }
 
 #[test]
@@ -261,25 +280,19 @@ fn a_killed_edge_and_a_killed_cloud_resume_exactly() {
     let expected = embedded(&p, dir.path(), events);
     let broker = Broker::start(dir.path());
     let data = dir.path().join("data");
-    let mut cloud_run = cloud(&p, &data, &broker).spawn().unwrap();
-    let mut a = edge(&p, &data, &broker, "a", "0/2", events)
-        .spawn()
-        .unwrap();
-    let b = edge(&p, &data, &broker, "b", "1/2", events)
-        .spawn()
-        .unwrap();
+    let mut cloud_run = start(&mut cloud(&p, &data, &broker));
+    let mut a = start(&mut edge(&p, &data, &broker, "a", "0/2", events));
+    let b = start(&mut edge(&p, &data, &broker, "b", "1/2", events));
     std::thread::sleep(Duration::from_millis(1500));
     sigkill(&mut a);
     sigkill(&mut cloud_run);
     std::thread::sleep(Duration::from_millis(500));
-    let cloud_run = cloud(&p, &data, &broker).spawn().unwrap();
-    let a = edge(&p, &data, &broker, "a", "0/2", events)
-        .spawn()
-        .unwrap();
+    let cloud_run = start(&mut cloud(&p, &data, &broker));
+    let a = start(&mut edge(&p, &data, &broker, "a", "0/2", events));
     finish(a, "restarted edge a", LIMIT);
     finish(b, "edge b", LIMIT);
     let out = finish(cloud_run, "restarted cloud", LIMIT);
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+    assert_eq!(out, expected);
 }
 
 /// Sends raw records to a cut topic with the `rdkafka` crate directly (not edgeflow's
@@ -338,18 +351,14 @@ fn bad_records_go_to_the_dead_letter_topic_and_python_reads_plain_kafka() {
     let broker = Broker::start(dir.path());
     let data = dir.path().join("data");
     // The edges first, so the topics exist; then the poison; then the cloud.
-    let a = edge(&p, &data, &broker, "a", "0/2", 20_000)
-        .spawn()
-        .unwrap();
-    let b = edge(&p, &data, &broker, "b", "1/2", 20_000)
-        .spawn()
-        .unwrap();
+    let a = start(&mut edge(&p, &data, &broker, "a", "0/2", 20_000));
+    let b = start(&mut edge(&p, &data, &broker, "b", "1/2", 20_000));
     finish(a, "edge a", LIMIT);
     finish(b, "edge b", LIMIT);
     send_bad_records(&broker, "linkfleet.per_sec");
-    let out = finish(cloud(&p, &data, &broker).spawn().unwrap(), "cloud", LIMIT);
+    let out = finish(start(&mut cloud(&p, &data, &broker)), "cloud", LIMIT);
     // The cloud kept going: its tables are still exactly right.
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+    assert_eq!(out, expected);
     let letters = std::fs::read_to_string(data.join("linkfleet/dead_letter.jsonl")).unwrap();
     assert_eq!(letters.lines().count(), 3, "{letters}");
     assert!(

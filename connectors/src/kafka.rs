@@ -589,6 +589,9 @@ pub enum FeedItem {
 /// How often the cloud commits its offsets to the consumer group, and retries a failed
 /// partition assignment.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// Assignment attempts (one per [`COMMIT_EVERY`]) that wait for a topic to list all the
+/// configured partitions.
+const PARTITION_WAIT_ATTEMPTS: u32 = 30;
 
 /// The cloud's reader of one cut topic: first everything its [`InputLog`] holds (the replay
 /// after a restart), then new records from Kafka, each appended to the input log before it
@@ -600,6 +603,7 @@ pub struct CloudFeed {
     consumer: FrameConsumer,
     assigned: bool,
     last_attempt: Option<Instant>,
+    assign_attempts: u32,
     log: InputLog,
     replay: std::collections::VecDeque<FeedItem>,
     next_offsets: std::collections::BTreeMap<i32, i64>,
@@ -635,6 +639,7 @@ impl CloudFeed {
             partitions,
             consumer: FrameConsumer::new(settings, group, stats.clone())?,
             assigned: false,
+            assign_attempts: 0,
             last_attempt: None,
             log,
             replay,
@@ -654,6 +659,21 @@ impl CloudFeed {
         let partitions = self
             .consumer
             .partitions(&self.topic, Duration::from_secs(5))?;
+        self.assign_attempts += 1;
+        // A topic created a moment ago may not list all its partitions yet; reading only
+        // those listed would miss the others for good. After a while an existing topic with
+        // fewer partitions than configured is read as it is.
+        if partitions == 0
+            || (partitions < self.partitions && self.assign_attempts < PARTITION_WAIT_ATTEMPTS)
+        {
+            return Err(ConnectorError::User(format!(
+                "topic {} lists {partitions} of {} partitions",
+                self.topic, self.partitions
+            )));
+        }
+        if partitions < self.partitions {
+            tracing::warn!(topic = %self.topic, partitions, expected = self.partitions, "topic has fewer partitions than configured; reading those it has");
+        }
         let positions: Vec<(String, i32, Option<i64>)> = (0..partitions)
             .map(|p| (self.topic.clone(), p, self.next_offsets.get(&p).copied()))
             .collect();

@@ -431,9 +431,9 @@ impl Spool {
             .segments
             .back()
             .is_some_and(|s| s.records.iter().any(|r| !r.keep));
-        if !freed_any && closed == 0 && open_has_droppable {
-            // Only the open segment holds droppable frames: close it so the next round can
-            // rewrite it.
+        if !freed_any && open_has_droppable {
+            // No closed segment holds droppable frames but the open one does: close it so
+            // the next round can rewrite it.
             let first = state.next_index;
             self.start_segment(state, first, true)?;
             return Ok(true);

@@ -113,22 +113,26 @@ fn a_reopened_spool_resumes_and_skips_replayed_sequences() {
 
 #[test]
 fn drop_policy_drops_old_summaries_and_keeps_every_exception() {
+    // A record is about 380 bytes (100 of payload): the 12 exceptions fit in 6000, the 60
+    // frames do not.
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(
         dir.path(),
-        options(3_000, 600, WhenFull::DropOldestSummaries),
+        options(6_000, 600, WhenFull::DropOldestSummaries),
     )
     .unwrap();
+    let started = Instant::now();
+    let deadline = || started.elapsed() > Duration::from_secs(10);
     for seq in 1..=60 {
         let exception = seq % 5 == 0;
         let stream = if exception { "exceptions" } else { "summaries" };
         let appended = spool
-            .append("t", &frame(stream, seq, 100), exception, &never)
+            .append("t", &frame(stream, seq, 100), exception, &deadline)
             .unwrap();
-        assert_ne!(appended, Appended::Stopped);
+        assert_ne!(appended, Appended::Stopped, "{seq}: {:?}", spool.stats());
     }
     let stats = spool.stats();
-    assert!(stats.bytes <= 3_000, "{stats:?}");
+    assert!(stats.bytes <= 6_000, "{stats:?}");
     assert!(stats.dropped > 0, "{stats:?}");
     let left = spool.read(0, 1000).unwrap();
     let exceptions: Vec<u64> = left
@@ -152,36 +156,39 @@ fn drop_policy_drops_old_summaries_and_keeps_every_exception() {
 fn block_policy_waits_for_the_forwarder() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Arc::new(Spool::open(dir.path(), options(1_000, 300, WhenFull::Block)).unwrap());
+    // Fill it: an append that would have to wait stops at once instead.
     let mut seq = 0;
-    while spool.stats().bytes + 300 <= 1_000 {
+    loop {
         seq += 1;
-        spool
-            .append("t", &frame("s", seq, 150), false, &never)
+        assert!(seq < 100, "a 1000-byte spool took 100 frames");
+        let appended = spool
+            .append("t", &frame("s", seq, 150), false, &|| true)
             .unwrap();
+        if appended == Appended::Stopped {
+            break;
+        }
     }
+    let stored = seq - 1;
     let forwarder = {
         let spool = spool.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
-            spool.acknowledge(seq).unwrap();
+            spool.acknowledge(stored).unwrap();
         })
     };
     let started = Instant::now();
     let appended = spool
-        .append("t", &frame("s", seq + 1, 150), false, &|| {
+        .append("t", &frame("s", seq, 150), false, &|| {
             started.elapsed() > Duration::from_secs(10)
         })
         .unwrap();
     forwarder.join().unwrap();
-    assert!(matches!(appended, Appended::Stored(_)));
+    assert!(matches!(appended, Appended::Stored(_)), "{appended:?}");
     assert!(started.elapsed() >= Duration::from_millis(90));
 
     let stop = AtomicBool::new(true);
-    let full = Spool::open(
-        tempfile::tempdir().unwrap().path(),
-        options(10, 300, WhenFull::Block),
-    )
-    .unwrap();
+    let full_dir = tempfile::tempdir().unwrap();
+    let full = Spool::open(full_dir.path(), options(10, 300, WhenFull::Block)).unwrap();
     full.append("t", &frame("s", 1, 50), false, &never).unwrap();
     let stopped = full
         .append("t", &frame("s", 2, 50), false, &|| {

@@ -136,6 +136,28 @@ fn unknown_input_suggests_the_closest_node() {
     assert!(e[1].contains("= help: nodes are: sensors, t, u"), "{e:?}");
 }
 
+/// A node with its own errors still has its inputs checked: `validate` reports both.
+#[test]
+fn unknown_input_of_a_node_with_other_errors_is_reported_too() {
+    let text = "pipeline: x\nnodes:\n  sensors: { kind: generator }\n  w: { kind: window, inputs: [sensor], size: 1s, aggregates: [count], colour: red }\n  t: { kind: table, inputs: [w] }\n";
+    let e: Vec<String> = plan_with("p.yaml", text, Path::new(""), &|_| None)
+        .expect_err("errors")
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        e.iter().any(|m| m.contains("unknown field \"colour\"")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|m| m.starts_with(
+            "p.yaml:4:31: error: node \"w\": unknown input \"sensor\"; did you mean \"sensors\"?"
+        )),
+        "{e:?}"
+    );
+}
+
 #[test]
 fn late_only_from_windows_and_sinks_have_no_output() {
     let e = errors(
