@@ -470,3 +470,138 @@ fn python_with_confluent_kafka() -> PathBuf {
     }
     python
 }
+
+/// The `kafka` node kinds: readings produced to a topic by Python's confluent-kafka (one
+/// JSON line per record, two of them bad) are read by a `kafka` source, summarized per
+/// device and second, materialized, and written back by a `kafka` sink; the table equals a
+/// per-key loop over the same readings, the bad lines are dead letters, and Python reads the
+/// summaries.
+#[test]
+fn kafka_source_and_sink_nodes_carry_plain_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let python = python_with_confluent_kafka();
+    // 3 devices x 250 readings, 10 ms apart, integer values so sums are exact.
+    let devices = ["d0", "d1", "d2"];
+    let base: i64 = 1_767_225_600_000;
+    let mut lines = Vec::new();
+    let mut expected = std::collections::BTreeMap::<(String, i64), (u64, f64)>::new();
+    for i in 0..250i64 {
+        for (d, device) in devices.iter().enumerate() {
+            let ts = base + i * 10 + d as i64;
+            let value = ((i * 7 + d as i64 * 3) % 11) as f64;
+            lines.push(format!(
+                "{{\"ts\": {ts}, \"device\": \"{device}\", \"value\": {value}}}"
+            ));
+            let start = ts - ts.rem_euclid(1000);
+            let e = expected.entry((device.to_string(), start)).or_default();
+            e.0 += 1;
+            e.1 += value;
+        }
+        if i == 100 {
+            lines.push("not json".into());
+            lines.push(format!(
+                "{{\"ts\": {}, \"device\": \"d0\", \"value\": \"x\"}}",
+                base + 1000
+            ));
+        }
+    }
+    let readings = dir.path().join("readings.jsonl");
+    std::fs::write(&readings, lines.join("\n")).unwrap();
+    let produce = r#"
+import sys
+from confluent_kafka import Producer
+p = Producer({"bootstrap.servers": sys.argv[1]})
+for line in open(sys.argv[3]):
+    p.produce(sys.argv[2], line.rstrip("\n").encode())
+assert p.flush(60) == 0
+"#;
+    let out = Command::new(&python)
+        .args(["-c", produce, &broker.address(), "ext.readings"])
+        .arg(&readings)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let p = dir.path().join("ext.yaml");
+    std::fs::write(
+        &p,
+        r#"
+pipeline: ext
+transport: { brokers: "${TEST_BROKERS}" }
+nodes:
+  readings: { kind: kafka, topic: ext.readings, schema: { ts: timestamp_ms, device: string, value: f64 } }
+  per_sec:  { kind: window, inputs: [readings], key: [device], size: 1s, aggregates: [count, sum] }
+  out:      { kind: kafka, inputs: [per_sec], topic: ext.summaries, key: device }
+  fleet:    { kind: table, inputs: [per_sec] }
+"#,
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let table = finish(
+        start(
+            edgeflow()
+                .args(["run", p.to_str().unwrap(), "--quiet", "--format", "csv"])
+                .args(["--events", "750", "--query"])
+                .arg("SELECT device, CAST(window_start AS BIGINT) AS start, count, CAST(sum AS BIGINT) AS sum FROM fleet ORDER BY device, start")
+                .arg("--data-dir")
+                .arg(&data)
+                .env("TEST_BROKERS", broker.address()),
+        ),
+        "edgeflow run with kafka nodes",
+        LIMIT,
+    );
+    let mut want = String::from("device,start,count,sum\n");
+    for ((device, start), (count, sum)) in &expected {
+        want.push_str(&format!("{device},{start},{count},{sum}\n"));
+    }
+    assert_eq!(table, want);
+
+    let letters = std::fs::read_to_string(data.join("ext/dead_letter.jsonl")).unwrap();
+    assert_eq!(letters.lines().count(), 2, "{letters}");
+    assert!(letters.contains("invalid JSON"), "{letters}");
+    assert!(
+        letters.contains("field \\\"value\\\": expected f64"),
+        "{letters}"
+    );
+
+    let consume = r#"
+import json, sys
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "py-sink-check", "enable.auto.commit": False})
+md = c.list_topics(sys.argv[2], timeout=30).topics[sys.argv[2]]
+c.assign([TopicPartition(sys.argv[2], p, 0) for p in md.partitions])
+rows, idle = [], 0
+while idle < 20:
+    m = c.poll(0.5)
+    if m is None:
+        idle += 1
+        continue
+    if m.error():
+        continue
+    idle = 0
+    row = json.loads(m.value())
+    rows.append([m.key().decode(), row["device"], row["count"]])
+print(json.dumps(rows))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", consume, &broker.address(), "ext.summaries"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<(String, String, u64)> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), expected.len(), "{rows:?}");
+    assert!(
+        rows.iter().all(|(key, device, _)| key == device),
+        "{rows:?}"
+    );
+    assert_eq!(rows.iter().map(|r| r.2).sum::<u64>(), 750);
+}

@@ -506,6 +506,198 @@ impl FileSource {
     }
 }
 
+/// Converts records that arrive one message at a time (e.g. Kafka records) into batches of a
+/// schema, with the same conversions as a [`FileSource`]: a message holds one or more JSON
+/// lines or CSV records (no header: columns by position), or one Arrow IPC stream whose
+/// schema must equal the expected one.
+pub struct RecordDecoder {
+    format: RecordFormat,
+    schema: EventSchema,
+    arrow_schema: SchemaRef,
+    builders: Vec<ColumnBuilder>,
+    rows: usize,
+    /// Decoded Arrow batches waiting for [`RecordDecoder::finish`].
+    ready: Vec<RecordBatch>,
+}
+
+/// The payload format of a message read by a [`RecordDecoder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// One JSON object per line.
+    JsonLines,
+    /// CSV records without a header, fields in schema order.
+    Csv,
+    /// An Arrow IPC stream.
+    Arrow,
+}
+
+impl RecordFormat {
+    /// Every format.
+    pub const ALL: [RecordFormat; 3] = [
+        RecordFormat::JsonLines,
+        RecordFormat::Csv,
+        RecordFormat::Arrow,
+    ];
+
+    /// The name used in pipeline files: `jsonl`, `csv` or `arrow`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordFormat::JsonLines => "jsonl",
+            RecordFormat::Csv => "csv",
+            RecordFormat::Arrow => "arrow",
+        }
+    }
+
+    /// Parses a format name.
+    pub fn from_name(name: &str) -> Option<RecordFormat> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+impl RecordDecoder {
+    /// A decoder of `format` messages into rows of `schema`.
+    pub fn new(format: RecordFormat, schema: EventSchema) -> Self {
+        let builders = schema
+            .fields()
+            .iter()
+            .map(|(_, ty)| ColumnBuilder::new(*ty, 1024))
+            .collect();
+        RecordDecoder {
+            format,
+            arrow_schema: schema.to_arrow(),
+            schema,
+            builders,
+            rows: 0,
+            ready: Vec::new(),
+        }
+    }
+
+    /// Rows decoded since the last [`RecordDecoder::finish`].
+    pub fn rows(&self) -> usize {
+        self.rows + self.ready.iter().map(RecordBatch::num_rows).sum::<usize>()
+    }
+
+    /// Decodes one message; the `(reason, raw text)` of every record in it that was rejected.
+    pub fn push(&mut self, payload: &[u8]) -> Vec<(String, String)> {
+        let fields = self.schema.fields();
+        let mut rejected = Vec::new();
+        let lossy = |raw: &[u8]| String::from_utf8_lossy(raw).into_owned();
+        match self.format {
+            RecordFormat::JsonLines => {
+                for line in payload.split(|b| *b == b'\n') {
+                    let text = trim_eol(line);
+                    if text.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let parsed = serde_json::from_slice::<Value>(text)
+                        .map_err(|e| format!("invalid JSON: {e}"));
+                    match convert_json(fields, &parsed) {
+                        Ok(cells) => append_row(&mut self.builders, &mut self.rows, &cells),
+                        Err(reason) => rejected.push((reason, lossy(text))),
+                    }
+                }
+            }
+            RecordFormat::Csv => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .flexible(true)
+                    .from_reader(payload);
+                let columns: Vec<Option<usize>> = (0..fields.len()).map(Some).collect();
+                let mut record = csv::ByteRecord::new();
+                loop {
+                    let start = reader.position().byte() as usize;
+                    match reader.read_byte_record(&mut record) {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            rejected.push((format!("invalid CSV: {e}"), lossy(payload)));
+                            break;
+                        }
+                    }
+                    match convert_csv(fields, &columns, fields.len(), &record) {
+                        Ok(cells) => append_row(&mut self.builders, &mut self.rows, &cells),
+                        Err(reason) => {
+                            let end = (reader.position().byte() as usize).min(payload.len());
+                            let raw = trim_eol(&payload[start.min(end)..end]);
+                            rejected.push((reason, lossy(raw)));
+                        }
+                    }
+                }
+            }
+            RecordFormat::Arrow => match self.decode_arrow(payload) {
+                Ok(batches) => self.ready.extend(batches),
+                Err(reason) => rejected.push((reason, format!("<{} bytes>", payload.len()))),
+            },
+        }
+        rejected
+    }
+
+    fn decode_arrow(&self, payload: &[u8]) -> std::result::Result<Vec<RecordBatch>, String> {
+        let reader = arrow::ipc::reader::StreamReader::try_new(payload, None)
+            .map_err(|e| format!("not an Arrow IPC stream: {e}"))?;
+        let got = reader.schema();
+        let expected = &self.arrow_schema;
+        let same = got.fields().len() == expected.fields().len()
+            && got
+                .fields()
+                .iter()
+                .zip(expected.fields())
+                .all(|(g, e)| g.name() == e.name() && g.data_type() == e.data_type());
+        if !same {
+            let show = |s: &arrow::datatypes::Schema| {
+                s.fields()
+                    .iter()
+                    .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(format!(
+                "Arrow schema ({}) is not the node's schema ({})",
+                show(&got),
+                show(expected)
+            ));
+        }
+        reader
+            .map(|batch| {
+                let batch = batch.map_err(|e| format!("corrupt Arrow IPC stream: {e}"))?;
+                RecordBatch::try_new(Arc::clone(expected), batch.columns().to_vec())
+                    .map_err(|e| format!("corrupt Arrow IPC stream: {e}"))
+            })
+            .collect()
+    }
+
+    /// The rows decoded so far as one batch, and a fresh start.
+    pub fn finish(&mut self) -> Result<RecordBatch> {
+        let builders = self
+            .schema
+            .fields()
+            .iter()
+            .map(|(_, ty)| ColumnBuilder::new(*ty, 1024))
+            .collect();
+        let columns = std::mem::replace(&mut self.builders, builders)
+            .into_iter()
+            .map(ColumnBuilder::finish)
+            .collect();
+        self.rows = 0;
+        let mut batches = vec![RecordBatch::try_new(
+            Arc::clone(&self.arrow_schema),
+            columns,
+        )?];
+        batches.append(&mut self.ready);
+        Ok(arrow::compute::concat_batches(
+            &self.arrow_schema,
+            &batches,
+        )?)
+    }
+}
+
+fn append_row(builders: &mut [ColumnBuilder], rows: &mut usize, cells: &[Cell<'_>]) {
+    for (b, c) in builders.iter_mut().zip(cells) {
+        b.append(c);
+    }
+    *rows += 1;
+}
+
 fn csv_error(path: &Path, e: csv::Error) -> ConnectorError {
     match e.into_kind() {
         csv::ErrorKind::Io(e) => ConnectorError::io("read", path, e),
@@ -818,5 +1010,60 @@ not json
         for f in FileFormat::ALL {
             assert_eq!(FileFormat::from_name(f.name()), Some(f));
         }
+    }
+
+    #[test]
+    fn record_decoder_reads_messages_of_each_format_and_rejects_bad_records() {
+        let mut json = RecordDecoder::new(RecordFormat::JsonLines, schema());
+        let bad = json.push(
+            b"{\"ts\": 1000, \"device\": \"d1\", \"value\": 1.5, \"count\": 2, \"ok\": true}\n\n{\"ts\": 2000, \"value\": \"x\"}\n",
+        );
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!(bad[0].0, "field \"value\": expected f64, got \"x\"");
+        assert_eq!(json.push(b"not json").len(), 1);
+        assert_eq!(json.rows(), 1);
+        let batch = json.finish().unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(batch.column(1).as_string::<i32>().value(0), "d1");
+        assert_eq!(json.rows(), 0);
+
+        let mut csv = RecordDecoder::new(RecordFormat::Csv, schema());
+        let bad = csv.push(b"1000,d1,2.5,3,false\n2000,d2,abc,1,true\n3000,d3,1,1\n");
+        assert_eq!(
+            bad.iter()
+                .map(|(r, raw)| (r.as_str(), raw.as_str()))
+                .collect::<Vec<_>>(),
+            vec![
+                (
+                    "field \"value\": expected f64, got \"abc\"",
+                    "2000,d2,abc,1,true"
+                ),
+                ("expected 5 fields, got 4", "3000,d3,1,1"),
+            ]
+        );
+        let batch = csv.finish().unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(batch.column(2).as_primitive::<Float64Type>().value(0), 2.5);
+
+        // Arrow: a batch of the right schema is taken whole; another schema is rejected.
+        let mut arrow_decoder = RecordDecoder::new(RecordFormat::Arrow, schema());
+        let mut from_csv = RecordDecoder::new(RecordFormat::Csv, schema());
+        from_csv.push(b"1000,a,1,1,true\n2000,b,2,2,false\n");
+        let good = from_csv.finish().unwrap();
+        let ipc = |batch: &RecordBatch| {
+            let mut out = Vec::new();
+            let mut w =
+                arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).unwrap();
+            w.write(batch).unwrap();
+            w.finish().unwrap();
+            drop(w);
+            out
+        };
+        assert!(arrow_decoder.push(&ipc(&good)).is_empty());
+        let other = good.project(&[0, 1]).unwrap();
+        let bad = arrow_decoder.push(&ipc(&other));
+        assert!(bad[0].0.contains("is not the node's schema"), "{bad:?}");
+        assert!(arrow_decoder.push(b"garbage").len() == 1);
+        assert_eq!(arrow_decoder.finish().unwrap(), good);
     }
 }

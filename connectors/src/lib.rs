@@ -24,5 +24,7 @@ mod text;
 
 pub use error::ConnectorError;
 pub use file_sink::{DeadLetterWriter, FileSink, TextFormat, format_batch};
-pub use file_source::{DeadLetter, FileFormat, FileSource, FileSourceOptions};
+pub use file_source::{
+    DeadLetter, FileFormat, FileSource, FileSourceOptions, RecordDecoder, RecordFormat,
+};
 pub use generator::{AnomalyShape, Generator, GeneratorOptions};

@@ -352,13 +352,25 @@ fn run(args: RunArgs, role: impl FnOnce(&Plan) -> Result<Role>) -> Result<ExitCo
         Err(code) => return Ok(code),
     };
     let role = role(&plan)?;
-    let shard = match &role {
+    let (shard, brokers, kafka_options) = match &role {
         #[cfg(feature = "kafka")]
-        Role::Edge(edge) => edge.shard,
-        _ => (0, 1),
+        Role::Edge(edge) => (
+            edge.shard,
+            Some(edge.transport.brokers.clone()),
+            edge.transport.kafka.clone(),
+        ),
+        #[cfg(feature = "kafka")]
+        Role::Cloud(cloud) => (
+            (0, 1),
+            Some(cloud.transport.brokers.clone()),
+            cloud.transport.kafka.clone(),
+        ),
+        Role::Embedded => ((0, 1), None, Vec::new()),
     };
     let options = RunOptions {
         shard,
+        brokers,
+        kafka_options,
         workers: args.workers.max(1),
         events: args.events,
         realtime: args.realtime,

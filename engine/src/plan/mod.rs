@@ -15,7 +15,8 @@ use edgeflow_operators::schema::{EventSchema, FieldType};
 use crate::spec::{self, Diagnostics, NodeSpec, PipelineSpec, Pos, Reporter, did_you_mean};
 pub use crate::spec::{
     AggregateSetting, DetectMethod, DetectSettings, FileFormatName, FileSourceSettings,
-    GeneratorSettings, Operator, Placement, Port, SinkFormat, StreamRef, WindowSettings,
+    GeneratorSettings, KafkaFormat, KafkaSinkSettings, KafkaSourceSettings, Operator, Placement,
+    Port, SinkFormat, StreamRef, WindowSettings,
 };
 
 /// A compiled pipeline.
@@ -53,10 +54,7 @@ pub struct PlanNode {
 impl PlanNode {
     /// Whether the node has no output stream.
     pub fn is_sink(&self) -> bool {
-        matches!(
-            self.operator,
-            Operator::Table { .. } | Operator::FileSink { .. } | Operator::Stdout { .. }
-        )
+        self.operator.is_sink()
     }
 }
 
@@ -148,12 +146,14 @@ pub fn default_placement(op: &Operator, inputs: impl IntoIterator<Item = Placeme
     match op {
         Operator::Generator(_)
         | Operator::FileSource(_)
+        | Operator::KafkaSource(_)
         | Operator::Detect(_)
         | Operator::Window(_) => Placement::Edge,
         Operator::Table { .. } => Placement::Cloud,
         Operator::Filter { .. }
         | Operator::Map { .. }
         | Operator::FileSink { .. }
+        | Operator::KafkaSink(_)
         | Operator::Stdout { .. } => {
             if inputs.into_iter().any(|p| p == Placement::Cloud) {
                 Placement::Cloud
@@ -204,13 +204,7 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter) -> Option<Plan> {
                 }
                 Some(&j) => {
                     let producer = &spec.nodes[j];
-                    let is_sink = matches!(
-                        producer.operator,
-                        Operator::Table { .. }
-                            | Operator::FileSink { .. }
-                            | Operator::Stdout { .. }
-                    );
-                    if is_sink {
+                    if producer.operator.is_sink() {
                         broken[i] = true;
                         r.error(
                             *pos,
@@ -613,6 +607,33 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
             }),
             None,
         ),
+        Operator::KafkaSource(k) => (
+            node.operator.clone(),
+            Some(StreamInfo {
+                schema: k.schema.clone(),
+                time_field: k.time_field.clone(),
+            }),
+            None,
+        ),
+        Operator::KafkaSink(k) => {
+            if let Some(key) = &k.key
+                && schema.field_type(key).is_none()
+            {
+                r.error(
+                    node.pos_of("key"),
+                    format!("node \"{id}\": field \"key\": the input has no field \"{key}\""),
+                    Some(match did_you_mean(key, schema.names()) {
+                        Some(m) => format!("did you mean \"{m}\"?"),
+                        None => format!(
+                            "the input's fields are: {}",
+                            schema.names().collect::<Vec<_>>().join(", ")
+                        ),
+                    }),
+                );
+                return None;
+            }
+            (node.operator.clone(), None, None)
+        }
         Operator::Filter { predicate } => {
             if let Err(e) = CompiledFilter::new(schema, predicate) {
                 r.error(

@@ -54,6 +54,20 @@ fn settings(op: &Operator) -> String {
             f.time_field,
             duration(f.disorder_ms)
         ),
+        Operator::KafkaSource(k) => format!(
+            "topic={} format={} group={} time_field={} disorder={}",
+            k.topic,
+            k.format.name(),
+            k.group.as_deref().unwrap_or("(default)"),
+            k.time_field,
+            duration(k.disorder_ms)
+        ),
+        Operator::KafkaSink(k) => format!(
+            "topic={} format={} key={}",
+            k.topic,
+            k.format.name(),
+            k.key.as_deref().unwrap_or("(edge id)")
+        ),
         Operator::Filter { predicate } => format!("where {predicate}"),
         Operator::Map { fields, drop } => {
             let mut s = fields

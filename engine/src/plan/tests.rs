@@ -159,6 +159,37 @@ fn unknown_input_of_a_node_with_other_errors_is_reported_too() {
 }
 
 #[test]
+fn kafka_nodes_default_to_the_edge_and_a_sink_key_must_be_an_input_field() {
+    let p = plan("pipeline: x\nnodes:\n  k: { kind: kafka, topic: r, schema: { ts: timestamp_ms, device: string, value: f64 } }\n  w: { kind: window, inputs: [k], key: [device], size: 1s, aggregates: [count] }\n  o: { kind: kafka, inputs: [w], topic: s, key: device }\n  t: { kind: table, inputs: [w] }\n").unwrap();
+    let placement = |id: &str| p.node(id).unwrap().placement;
+    assert_eq!(
+        (
+            placement("k"),
+            placement("w"),
+            placement("o"),
+            placement("t")
+        ),
+        (
+            Placement::Edge,
+            Placement::Edge,
+            Placement::Edge,
+            Placement::Cloud
+        )
+    );
+    let e = errors(
+        "pipeline: x\nnodes:\n  k: { kind: kafka, topic: r, schema: { ts: timestamp_ms, device: string } }\n  o: { kind: kafka, inputs: [k], topic: s, key: devise }\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "p.yaml:4:49: error: node \"o\": field \"key\": the input has no field \"devise\""
+        ),
+        "{e:?}"
+    );
+    assert!(e[0].contains("did you mean \"device\"?"), "{e:?}");
+}
+
+#[test]
 fn late_only_from_windows_and_sinks_have_no_output() {
     let e = errors(
         "pipeline: x\nnodes:\n  g: { kind: generator }\n  t: { kind: table, inputs: [g] }\n  a: { kind: stdout, inputs: [g.late] }\n  b: { kind: stdout, inputs: [t] }\n",

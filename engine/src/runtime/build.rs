@@ -10,7 +10,7 @@ use timely::worker::Worker;
 use super::batch::{Batch, EventTime};
 use super::context::RunContext;
 use super::cut::{FrameIn, FrameOut, Producers};
-use super::{RunOptions, cut, sinks, sources, transforms, window};
+use super::{RunOptions, cut, kafka_nodes, sinks, sources, transforms, window};
 use crate::error::EngineError;
 use crate::plan::{CutTopic, Operator, Placement, Plan, PlanNode, Port, StreamRef};
 
@@ -54,6 +54,8 @@ pub struct BuildEnv<'a> {
     pub worker: usize,
     /// Number of workers.
     pub peers: usize,
+    /// The id this worker's edge half writes under (keys of `kafka` sink records).
+    pub edge_id: &'a str,
 }
 
 /// Builds the dataflow of `half` on this worker.
@@ -72,6 +74,7 @@ pub fn build_half(
         ctx,
         worker: index,
         peers,
+        edge_id: &half.edge_id,
     };
     worker.dataflow::<EventTime, _, _>(|scope| {
         let mut streams: HashMap<StreamRef, BatchStream> = HashMap::new();
@@ -162,6 +165,11 @@ fn build_node<'scope>(
     match &node.operator {
         Operator::Generator(settings) => main(sources::generator(scope, node, settings, env)?),
         Operator::FileSource(settings) => main(sources::file(scope, node, settings, env)?),
+        Operator::KafkaSource(settings) => main(kafka_nodes::source(scope, node, settings, env)?),
+        Operator::KafkaSink(settings) => {
+            kafka_nodes::sink(require_input(node, input)?, node, settings, env)?;
+            Ok(NodeOutputs::default())
+        }
         Operator::Filter { predicate } => main(transforms::filter(
             require_input(node, input)?,
             node,

@@ -10,6 +10,7 @@ mod build;
 mod context;
 mod cut;
 mod exchange;
+mod kafka_nodes;
 #[cfg(feature = "kafka")]
 pub mod remote;
 mod sinks;
@@ -51,6 +52,11 @@ pub struct RunOptions {
     /// `(i, n)`: this process generates share `i` of `n` of every generator's fleet (an edge
     /// of a fleet split over `n` edge processes). `(0, 1)` generates all of it.
     pub shard: (usize, usize),
+    /// Brokers of `kafka` nodes that name none (else the pipeline's `transport:` brokers,
+    /// else `EDGEFLOW_BROKERS`, else `127.0.0.1:9092`).
+    pub brokers: Option<String>,
+    /// Extra librdkafka settings for `kafka` nodes.
+    pub kafka_options: Vec<(String, String)>,
 }
 
 impl Default for RunOptions {
@@ -63,6 +69,8 @@ impl Default for RunOptions {
             batch_rows: DEFAULT_BATCH_ROWS,
             progress: false,
             shard: (0, 1),
+            brokers: None,
+            kafka_options: Vec::new(),
         }
     }
 }

@@ -69,6 +69,20 @@ pub const KINDS: &[KindInfo] = &[
         role: Role::SourceOrSink,
     },
     KindInfo {
+        name: "kafka",
+        settings: &[
+            "topic",
+            "format",
+            "schema",
+            "time_field",
+            "disorder",
+            "group",
+            "brokers",
+            "key",
+        ],
+        role: Role::SourceOrSink,
+    },
+    KindInfo {
         name: "filter",
         settings: &["where"],
         role: Role::Transform,
@@ -250,6 +264,60 @@ pub struct FileSourceSettings {
     pub time_field: String,
 }
 
+/// The payload format of a `kafka` node's records.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum KafkaFormat {
+    /// One JSON object per line (a sink writes one record per row).
+    JsonLines,
+    /// CSV lines without a header, fields in schema order (sources only).
+    Csv,
+    /// An Arrow IPC stream (a sink writes one record per batch).
+    Arrow,
+}
+
+impl KafkaFormat {
+    /// The name used in pipeline files.
+    pub fn name(self) -> &'static str {
+        match self {
+            KafkaFormat::JsonLines => "jsonl",
+            KafkaFormat::Csv => "csv",
+            KafkaFormat::Arrow => "arrow",
+        }
+    }
+}
+
+/// Settings of a `kafka` source: raw readings from an external topic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaSourceSettings {
+    /// The topic read.
+    pub topic: String,
+    /// Its records' format.
+    pub format: KafkaFormat,
+    /// Consumer group (default `edgeflow.<pipeline>.<node>`).
+    pub group: Option<String>,
+    /// Brokers, when not the transport's.
+    pub brokers: Option<String>,
+    /// Maximum event-time disorder, ms.
+    pub disorder_ms: i64,
+    /// The schema of the records.
+    pub schema: EventSchema,
+    /// The event-time field (a `timestamp_ms` field of `schema`).
+    pub time_field: String,
+}
+
+/// Settings of a `kafka` sink: a stream written to an external topic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaSinkSettings {
+    /// The topic written.
+    pub topic: String,
+    /// JSON lines (a record per row) or Arrow (a record per batch).
+    pub format: KafkaFormat,
+    /// The field whose value is each record's key (JSON lines only); none: the edge id.
+    pub key: Option<String>,
+    /// Brokers, when not the transport's.
+    pub brokers: Option<String>,
+}
+
 /// One window aggregate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AggregateSetting {
@@ -317,6 +385,10 @@ pub enum Operator {
     Generator(GeneratorSettings),
     /// Reads a CSV or JSON-lines file.
     FileSource(FileSourceSettings),
+    /// Reads records from a Kafka topic.
+    KafkaSource(KafkaSourceSettings),
+    /// Writes records to a Kafka topic.
+    KafkaSink(KafkaSinkSettings),
     /// Keeps events where `predicate` is true.
     Filter {
         /// SQL boolean expression.
@@ -350,6 +422,19 @@ pub enum Operator {
         /// Pretty tables rather than JSON lines.
         table_format: bool,
     },
+}
+
+impl Operator {
+    /// Whether the node has no output stream.
+    pub fn is_sink(&self) -> bool {
+        matches!(
+            self,
+            Operator::Table { .. }
+                | Operator::FileSink { .. }
+                | Operator::KafkaSink(_)
+                | Operator::Stdout { .. }
+        )
+    }
 }
 
 /// What the node readers need besides the node itself.
@@ -492,6 +577,8 @@ pub(crate) fn build_node(
         ("generator", _) => s.generator(ctx),
         ("file", Role::Source) => s.file_source(ctx),
         ("file", _) => s.file_sink(ctx),
+        ("kafka", Role::Source) => s.kafka_source(ctx),
+        ("kafka", _) => s.kafka_sink(),
         ("filter", _) => s.filter(),
         ("map", _) => s.map(),
         ("window", _) => s.window(),
@@ -1127,11 +1214,30 @@ impl<'a> Settings<'a, '_> {
             self.err(pos, "header", "only applies to CSV files", None);
         }
         let disorder_ms = self.duration_ms("disorder").map_or(0, |(v, _)| v);
+        let (schema, time_field) = self.source_schema(ctx, "a file source")?;
+        let (_, path) = path?;
+        let format = match format? {
+            "csv" => FileFormatName::Csv,
+            _ => FileFormatName::JsonLines,
+        };
+        Some(Operator::FileSource(FileSourceSettings {
+            path,
+            format,
+            header,
+            disorder_ms,
+            schema,
+            time_field,
+        }))
+    }
+
+    /// The `schema` and `time_field` (default `ts`, a `timestamp_ms` field) of a source that
+    /// reads records (`what`: "a file source", ...).
+    fn source_schema(&mut self, ctx: &Context<'_>, what: &str) -> Option<(EventSchema, String)> {
         let time_field = self.string("time_field").unwrap_or_else(|| "ts".to_owned());
         let schema = match self.get("schema") {
             Some(node) => {
-                let what = format!("node \"{}\": field \"schema\"", self.node);
-                let s = schema_value(self.r, node, ctx.schemas, &what);
+                let field = format!("node \"{}\": field \"schema\"", self.node);
+                let s = schema_value(self.r, node, ctx.schemas, &field);
                 if s.is_none() {
                     self.broken = true;
                 }
@@ -1140,7 +1246,7 @@ impl<'a> Settings<'a, '_> {
             None => {
                 self.missing(
                     "schema",
-                    "a file source needs `schema:` (a schema name or an inline map)",
+                    &format!("{what} needs `schema:` (a schema name or an inline map)"),
                 );
                 None
             }
@@ -1182,18 +1288,97 @@ impl<'a> Settings<'a, '_> {
                 );
             }
         }
-        let (_, path) = path?;
-        let format = match format? {
-            "csv" => FileFormatName::Csv,
-            _ => FileFormatName::JsonLines,
+        Some((schema, time_field))
+    }
+
+    fn kafka_topic(&mut self) -> Option<String> {
+        match self.string("topic") {
+            Some(t) if is_topic_name(&t) => Some(t),
+            Some(t) => {
+                let pos = self.positions["topic"];
+                self.err(
+                    pos,
+                    "topic",
+                    format!("invalid topic name \"{t}\""),
+                    Some("use at most 249 letters, digits, '.', '_' and '-'".into()),
+                );
+                None
+            }
+            None => {
+                self.missing("topic", "name the Kafka topic: `topic: readings`");
+                None
+            }
+        }
+    }
+
+    fn kafka_source(&mut self, ctx: &Context<'_>) -> Option<Operator> {
+        if let Some((k, _)) = self.entries.iter().find(|(k, _)| k.name == "key") {
+            let pos = k.pos;
+            self.err(
+                pos,
+                "key",
+                "only applies to a kafka sink (a kafka node with inputs)",
+                None,
+            );
+        }
+        let topic = self.kafka_topic();
+        let format = match self.choice("format", &["jsonl", "csv", "arrow"]) {
+            Some("csv") => Some(KafkaFormat::Csv),
+            Some("arrow") => Some(KafkaFormat::Arrow),
+            Some(_) => Some(KafkaFormat::JsonLines),
+            None if self.get("format").is_some() => None,
+            None => Some(KafkaFormat::JsonLines),
         };
-        Some(Operator::FileSource(FileSourceSettings {
-            path,
-            format,
-            header,
+        let group = self.string("group");
+        let brokers = self.string("brokers");
+        let disorder_ms = self.duration_ms("disorder").map_or(0, |(v, _)| v);
+        let (schema, time_field) = self.source_schema(ctx, "a kafka source")?;
+        Some(Operator::KafkaSource(KafkaSourceSettings {
+            topic: topic?,
+            format: format?,
+            group,
+            brokers,
             disorder_ms,
             schema,
             time_field,
+        }))
+    }
+
+    fn kafka_sink(&mut self) -> Option<Operator> {
+        for source_only in ["schema", "time_field", "disorder", "group"] {
+            if let Some((k, _)) = self.entries.iter().find(|(k, _)| k.name == source_only) {
+                let pos = k.pos;
+                self.err(
+                    pos,
+                    source_only,
+                    "only applies to a kafka source (a kafka node without inputs)",
+                    None,
+                );
+            }
+        }
+        let topic = self.kafka_topic();
+        let format = match self.choice("format", &["jsonl", "arrow"]) {
+            Some("arrow") => Some(KafkaFormat::Arrow),
+            Some(_) => Some(KafkaFormat::JsonLines),
+            None if self.get("format").is_some() => None,
+            None => Some(KafkaFormat::JsonLines),
+        };
+        let key = self.string("key");
+        if key.is_some() && format == Some(KafkaFormat::Arrow) {
+            let pos = self.positions["key"];
+            self.err(
+                pos,
+                "key",
+                "a record holds a whole batch in the arrow format; a key field needs `format: jsonl`",
+                None,
+            );
+        }
+        let brokers = self.string("brokers");
+        Some(Operator::KafkaSink(KafkaSinkSettings {
+            topic: topic?,
+            format: format?,
+            key,
+            brokers,
         }))
     }
 
@@ -1547,4 +1732,15 @@ fn parse_start(text: &str) -> Option<i64> {
     arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text.trim())
         .ok()
         .map(|ns| ns.div_euclid(1_000_000))
+}
+
+/// Kafka's rule for topic names.
+fn is_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }

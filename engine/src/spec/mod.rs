@@ -17,7 +17,8 @@ use edgeflow_operators::schema::{EventSchema, FieldType};
 pub use kinds::parse_duration_ms;
 pub use kinds::{
     AggregateSetting, CompressMode, Compression, DetectMethod, DetectSettings, FileFormatName,
-    FileSourceSettings, GeneratorSettings, Operator, SinkFormat, WindowSettings,
+    FileSourceSettings, GeneratorSettings, KafkaFormat, KafkaSinkSettings, KafkaSourceSettings,
+    Operator, SinkFormat, WindowSettings,
 };
 pub use yaml::Pos;
 

@@ -116,7 +116,7 @@ fn unknown_kind_suggests_and_lists_kinds() {
         "{e:?}"
     );
     assert!(
-        e[0].contains("= help: kinds are: generator, file, filter"),
+        e[0].contains("= help: kinds are: generator, file, kafka, filter"),
         "{e:?}"
     );
 }
@@ -262,6 +262,48 @@ fn detect_method_settings() {
     let e = errors(&one_node("kind: detect, inputs: [src], method: zscor"));
     assert!(
         e[0].contains("invalid value \"zscor\"; did you mean \"zscore\"?"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn kafka_source_and_sink() {
+    let text = "pipeline: t\nnodes:\n  k: { kind: kafka, topic: plant.readings, format: csv, schema: { ts: timestamp_ms, device: string, v: f64 }, disorder: 2s }\n  o: { kind: kafka, inputs: [k], topic: out, key: device }\n";
+    let spec = parse(text).unwrap();
+    let Operator::KafkaSource(k) = &node(&spec, "k").operator else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            k.topic.as_str(),
+            k.format,
+            k.disorder_ms,
+            k.group.as_deref()
+        ),
+        ("plant.readings", KafkaFormat::Csv, 2000, None)
+    );
+    let Operator::KafkaSink(o) = &node(&spec, "o").operator else {
+        panic!()
+    };
+    assert_eq!(
+        (o.topic.as_str(), o.format, o.key.as_deref()),
+        ("out", KafkaFormat::JsonLines, Some("device"))
+    );
+
+    let e = errors(
+        "pipeline: t\nnodes:\n  k: { kind: kafka, topic: \"a b\", key: x, schema: { ts: timestamp_ms } }\n  o: { kind: kafka, inputs: [k], format: arrow, key: ts, group: g }\n",
+    );
+    assert_eq!(
+        e.iter()
+            .map(|m| m.lines().next().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        vec![
+            "p.yaml:3:28: error: node \"k\": field \"topic\": invalid topic name \"a b\"",
+            "p.yaml:3:35: error: node \"k\": field \"key\": only applies to a kafka sink (a kafka node with inputs)",
+            "p.yaml:4:8: error: node \"o\": missing required field \"topic\"",
+            "p.yaml:4:54: error: node \"o\": field \"key\": a record holds a whole batch in the arrow format; a key field needs `format: jsonl`",
+            "p.yaml:4:58: error: node \"o\": field \"group\": only applies to a kafka source (a kafka node without inputs)",
+        ],
         "{e:?}"
     );
 }
