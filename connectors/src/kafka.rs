@@ -39,6 +39,11 @@ pub struct KafkaSettings {
 
 impl KafkaSettings {
     fn config(&self) -> ClientConfig {
+        self.config_with(&[])
+    }
+
+    /// The client configuration with `defaults` that the user's settings may override.
+    fn config_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
@@ -46,6 +51,9 @@ impl KafkaSettings {
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "5000")
             .set("log_level", "3");
+        for (k, v) in defaults {
+            config.set(*k, *v);
+        }
         for (k, v) in &self.extra {
             config.set(k, v);
         }
@@ -162,12 +170,21 @@ pub enum SendRefused {
 }
 
 impl FrameProducer {
-    /// An idempotent producer; `stats` receives its connection health.
+    /// A producer that keeps each partition in order; `stats` receives its connection health.
+    ///
+    /// Order, not librdkafka's idempotence, is what exactly-once needs here: the cloud drops
+    /// every frame at or below the highest sequence it applied, so a frame overtaken by a
+    /// later one would be lost, while a frame sent twice is harmless. One request in flight
+    /// per broker keeps the order through retries. (An idempotent producer would allow more
+    /// in flight, but after a tansu 0.6 restart it stopped delivering for good; it can be
+    /// turned on with `--kafka-option enable.idempotence=true` against other brokers.)
     pub fn new(settings: &KafkaSettings, stats: Arc<LinkStats>) -> Result<Self, ConnectorError> {
         let deliveries = Arc::new(Mutex::new(Vec::new()));
         let producer = settings
-            .config()
-            .set("enable.idempotence", "true")
+            .config_with(&[
+                ("enable.idempotence", "false"),
+                ("max.in.flight.requests.per.connection", "1"),
+            ])
             .set("linger.ms", "5")
             .set("message.timeout.ms", "30000")
             .create_with_context(Callbacks {
@@ -486,14 +503,24 @@ pub struct RecordReader {
 }
 
 impl RecordReader {
-    /// Joins `group` on `topic`, starting at the earliest offset when the group has none.
-    /// Nothing blocks on the broker: the reader starts while Kafka is down.
+    /// Joins `group` on `topic` (created with `partitions` partitions when missing), starting
+    /// at the earliest offset when the group has none. A broker that is down only delays
+    /// the first records: the reader starts anyway.
     pub fn new(
         settings: &KafkaSettings,
         topic: &str,
+        partitions: i32,
         group: &str,
         stats: Arc<LinkStats>,
     ) -> Result<Self, ConnectorError> {
+        if let Err(error) = ensure_topics(
+            settings,
+            &[topic.to_string()],
+            partitions,
+            Duration::from_secs(5),
+        ) {
+            tracing::warn!(topic, error = %crate::error::chain(&error), "cannot create the source topic yet");
+        }
         let consumer: BaseConsumer<Callbacks> = settings
             .config()
             .set("group.id", group)
@@ -663,11 +690,12 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 
 /// Drains `spool` into Kafka in order until `stop` is set and the spool is empty (or
 /// `stop_now` is set). A failed delivery rewinds to the first undelivered frame and retries
-/// after an exponential backoff with jitter; duplicates this may cause are dropped by the
-/// cloud (same edge, stream and sequence).
+/// after an exponential backoff with jitter, with a producer from `new_producer`; duplicates
+/// this may cause are dropped by the cloud (same edge, stream and sequence).
 pub fn forward(
     spool: &Spool,
-    producer: &FrameProducer,
+    producer: &mut FrameProducer,
+    new_producer: &dyn Fn() -> Result<FrameProducer, ConnectorError>,
     stats: &LinkStats,
     stop: &AtomicBool,
     stop_now: &AtomicBool,
@@ -760,6 +788,10 @@ pub fn forward(
                 }
                 stats.backoff_ms.store(0, Ordering::Relaxed);
                 backoff = (backoff * 2).min(BACKOFF.1);
+                // An idempotent producer whose sequence the broker no longer accepts (e.g.
+                // after a broker restart) fails every later frame: resend with a new one
+                // (a new producer id). The cloud drops whatever this sends twice.
+                *producer = new_producer()?;
             }
         }
         if stop.load(Ordering::Relaxed) && in_flight.is_empty() && spool.stats().depth == 0 {

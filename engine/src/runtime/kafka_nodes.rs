@@ -16,7 +16,7 @@ mod with_kafka {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use arrow::array::{Array, TimestampMillisecondArray};
+    use arrow::array::Array;
     use arrow::record_batch::RecordBatch;
     use edgeflow_connectors::file_sink::{TextFormat, format_batch};
     use edgeflow_connectors::file_source::{DeadLetter, RecordDecoder, RecordFormat};
@@ -28,7 +28,7 @@ mod with_kafka {
 
     use super::super::batch::{Batch, EventTime};
     use super::super::build::{BatchStream, BuildEnv};
-    use super::super::sources::operator_name;
+    use super::super::sources::{max_timestamp, operator_name};
     use crate::error::EngineError;
     use crate::plan::{KafkaFormat, KafkaSinkSettings, KafkaSourceSettings, PlanNode};
 
@@ -36,8 +36,8 @@ mod with_kafka {
     const RECORDS_PER_ACTIVATION: usize = 4096;
     /// How long an idle source waits before polling again.
     const IDLE_POLL: Duration = Duration::from_millis(20);
-    /// Partitions of a sink topic edgeflow creates.
-    const SINK_PARTITIONS: i32 = 3;
+    /// Partitions of a topic edgeflow creates for a `kafka` node.
+    const TOPIC_PARTITIONS: i32 = 3;
 
     /// The brokers a `kafka` node talks to: its own `brokers:`, else the run's (`--brokers`),
     /// else the pipeline's `transport:` section, else `EDGEFLOW_BROKERS`, else the local default.
@@ -81,6 +81,7 @@ mod with_kafka {
                 RecordReader::new(
                     &self::settings(node, settings.brokers.as_ref(), env),
                     &settings.topic,
+                    TOPIC_PARTITIONS,
                     &group,
                     stats.clone(),
                 )
@@ -180,14 +181,6 @@ mod with_kafka {
         ))
     }
 
-    fn max_timestamp(batch: &RecordBatch, field: &str) -> Option<i64> {
-        let column = batch.column_by_name(field)?;
-        let ts = column
-            .as_any()
-            .downcast_ref::<TimestampMillisecondArray>()?;
-        arrow::compute::max(ts)
-    }
-
     /// The `kafka` kind as a sink: every worker writes its share of the stream.
     pub fn sink(
         stream: BatchStream,
@@ -199,7 +192,7 @@ mod with_kafka {
         let writer = RecordWriter::new(
             &self::settings(node, settings.brokers.as_ref(), env),
             &settings.topic,
-            SINK_PARTITIONS,
+            TOPIC_PARTITIONS,
             stats.clone(),
         )
         .map_err(connector(node))?;

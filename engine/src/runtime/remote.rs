@@ -231,8 +231,8 @@ fn forwarder(
     drained: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), EngineError> {
-    let producer =
-        FrameProducer::new(&kafka, stats.clone()).map_err(connector_error("kafka producer"))?;
+    let new_producer = || FrameProducer::new(&kafka, stats.clone());
+    let mut producer = new_producer().map_err(connector_error("kafka producer"))?;
     let mut backoff = Duration::from_millis(200);
     let mut topics_ready = false;
     loop {
@@ -251,7 +251,14 @@ fn forwarder(
                 }
             }
         }
-        match forward(&spool, &producer, &stats, &drained, &stop) {
+        match forward(
+            &spool,
+            &mut producer,
+            &new_producer,
+            &stats,
+            &drained,
+            &stop,
+        ) {
             Ok(()) => {
                 if !stop.load(Ordering::SeqCst) {
                     producer

@@ -232,7 +232,8 @@ pub fn file<'scope>(
     ))
 }
 
-fn max_timestamp(batch: &arrow::record_batch::RecordBatch, field: &str) -> Option<i64> {
+/// The highest value of the `timestamp_ms` column `field` of `batch`.
+pub(super) fn max_timestamp(batch: &arrow::record_batch::RecordBatch, field: &str) -> Option<i64> {
     let column = batch.column_by_name(field)?;
     let ts = column
         .as_any()
