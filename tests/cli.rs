@@ -69,6 +69,36 @@ fn run_with_query_counts_every_generated_event_exactly_once() {
     }
 }
 
+/// With `--realtime` the generator is paced to the wall clock and still ends at `--events`
+/// (600 readings of a 600/s fleet: about one second), within a bounded wait.
+#[test]
+fn a_realtime_run_ends_when_its_events_are_produced() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(dir.path(), "small.yaml", SMALL_FLEET);
+    let started = Instant::now();
+    let mut child = edgeflow()
+        .args(["run", pipeline.to_str().unwrap(), "--realtime", "--quiet"])
+        .args(["--events", "600", "--format", "csv"])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .args(["--query", "SELECT sum(count) AS events FROM fleet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("a 1 s real-time run did not end within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout, "events\n600\n", "{stderr}");
+    assert!(started.elapsed() >= Duration::from_millis(800), "not paced");
+}
+
 #[test]
 fn validate_reports_every_problem_with_positions_and_fails() {
     let dir = tempfile::tempdir().unwrap();

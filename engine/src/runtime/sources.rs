@@ -115,9 +115,11 @@ pub fn generator<'scope>(
                     return;
                 }
                 for _ in 0..BATCHES_PER_ACTIVATION {
-                    if realtime {
+                    let next = generator.next_event_time();
+                    // `i64::MAX`: exhausted, nothing to wait for (`next_batch` ends the source).
+                    if realtime && next != i64::MAX {
                         let due = first_event + started.elapsed().as_millis() as i64;
-                        let ahead = generator.next_event_time() - due;
+                        let ahead = next - due;
                         if ahead > 0 {
                             activator.activate_after(Duration::from_millis(ahead as u64));
                             return;
