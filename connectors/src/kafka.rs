@@ -176,8 +176,9 @@ impl FrameProducer {
     /// every frame at or below the highest sequence it applied, so a frame overtaken by a
     /// later one would be lost, while a frame sent twice is harmless. One request in flight
     /// per broker keeps the order through retries. (An idempotent producer would allow more
-    /// in flight, but after a tansu 0.6 restart it stopped delivering for good; it can be
-    /// turned on with `--kafka-option enable.idempotence=true` against other brokers.)
+    /// in flight, but one that lived through a tansu 0.6 restart in our outage test got
+    /// "unknown server error" for every resend; turn it on with
+    /// `--kafka-option enable.idempotence=true` against other brokers.)
     pub fn new(settings: &KafkaSettings, stats: Arc<LinkStats>) -> Result<Self, ConnectorError> {
         let deliveries = Arc::new(Mutex::new(Vec::new()));
         let producer = settings
