@@ -55,6 +55,7 @@ pub struct BuildEnv<'a> {
     /// Number of workers.
     pub peers: usize,
     /// The id this worker's edge half writes under (keys of `kafka` sink records).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub edge_id: &'a str,
 }
 

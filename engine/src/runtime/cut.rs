@@ -42,6 +42,7 @@ pub enum FrameOut {
     /// The embedded log (one process).
     Log(LogProducer),
     /// The edge's spool, drained into Kafka by the forwarder.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     Spool {
         /// The spool.
         spool: Arc<Spool>,
@@ -80,6 +81,7 @@ pub enum FrameIn {
     #[cfg(feature = "kafka")]
     Kafka(Box<CloudFeed>),
     /// Nothing: this worker does not read the topic (another one does).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     Nothing,
 }
 
@@ -249,6 +251,7 @@ impl ProducerState {
 /// One polled item: a frame, or a record that was rejected before it became one.
 enum Polled {
     Frame(Frame),
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     Rejected(String, String),
 }
 
