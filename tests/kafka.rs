@@ -457,20 +457,14 @@ for topic in sys.argv[2:]:
     }
 print(json.dumps(summary))
 "#;
-    let out = Command::new(&python)
-        .args([
-            "-c",
-            script,
+    let out = run_python(
+        &python,
+        script,
+        &[
             &broker.address(),
             "linkfleet.per_sec",
             "linkfleet.dead_letter",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let per_sec = &summary["linkfleet.per_sec"];
@@ -498,6 +492,22 @@ print(json.dumps(summary))
     let dead = &summary["linkfleet.dead_letter"];
     assert_eq!(dead["records"], 3, "{summary}");
     assert_eq!(dead["keys"], serde_json::json!(["rogue"]), "{summary}");
+}
+
+/// Runs a Python `script` with `args` and checks that it succeeded; its output.
+fn run_python(python: &Path, script: &str, args: &[&str]) -> Output {
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// A Python that can `import confluent_kafka`, installing it from PyPI into a venv under the
@@ -584,15 +594,14 @@ for line in open(sys.argv[3]):
     p.produce(sys.argv[2], line.rstrip("\n").encode(), on_delivery=delivered)
 assert p.flush(60) == 0 and not failed, failed[:3]
 "#;
-    let out = Command::new(&python)
-        .args(["-c", produce, &broker.address(), "ext.readings"])
-        .arg(&readings)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_python(
+        &python,
+        produce,
+        &[
+            &broker.address(),
+            "ext.readings",
+            readings.to_str().unwrap(),
+        ],
     );
 
     let p = dir.path().join("ext.yaml");
@@ -656,15 +665,7 @@ while idle < 20:
     rows.append([m.key().decode(), row["device"], row["count"]])
 print(json.dumps(rows))
 "#;
-    let out = Command::new(&python)
-        .args(["-c", consume, &broker.address(), "ext.summaries"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_python(&python, consume, &[&broker.address(), "ext.summaries"]);
     let rows: Vec<(String, String, u64)> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows.len(), expected.len(), "{rows:?}");
     assert!(

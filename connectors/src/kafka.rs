@@ -154,6 +154,19 @@ pub fn ensure_topics(
     Ok(())
 }
 
+/// Creates `topic` if it is missing, as a node starts. A failure (e.g. the broker is down)
+/// is logged, not returned: where the broker allows it, the topic is created on first use.
+fn create_topic_early(settings: &KafkaSettings, topic: &str, partitions: i32) {
+    if let Err(error) = ensure_topics(
+        settings,
+        &[topic.to_string()],
+        partitions,
+        Duration::from_secs(5),
+    ) {
+        tracing::warn!(topic, error = %crate::error::chain(&error), "cannot create the topic yet");
+    }
+}
+
 /// Sends frames to Kafka and reports which were delivered.
 pub struct FrameProducer {
     producer: BaseProducer<Callbacks>,
@@ -514,14 +527,7 @@ impl RecordReader {
         group: &str,
         stats: Arc<LinkStats>,
     ) -> Result<Self, ConnectorError> {
-        if let Err(error) = ensure_topics(
-            settings,
-            &[topic.to_string()],
-            partitions,
-            Duration::from_secs(5),
-        ) {
-            tracing::warn!(topic, error = %crate::error::chain(&error), "cannot create the source topic yet");
-        }
+        create_topic_early(settings, topic, partitions);
         let consumer: BaseConsumer<Callbacks> = settings
             .config()
             .set("group.id", group)
@@ -609,16 +615,7 @@ impl RecordWriter {
         stats: Arc<LinkStats>,
     ) -> Result<Self, ConnectorError> {
         let deliveries = Arc::new(Mutex::new(Vec::new()));
-        if let Err(error) = ensure_topics(
-            settings,
-            &[topic.to_string()],
-            partitions,
-            Duration::from_secs(5),
-        ) {
-            // The producer creates it on first use when the broker allows; a broker that is
-            // down now may be up later.
-            tracing::warn!(topic, error = %crate::error::chain(&error), "cannot create the sink topic yet");
-        }
+        create_topic_early(settings, topic, partitions);
         let producer = settings
             .config()
             .set("enable.idempotence", "true")

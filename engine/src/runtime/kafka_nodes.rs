@@ -30,6 +30,7 @@ mod with_kafka {
     use super::super::build::{BatchStream, BuildEnv};
     use super::super::sources::{max_timestamp, operator_name};
     use crate::error::EngineError;
+    use crate::metrics::NodeMetrics;
     use crate::plan::{KafkaFormat, KafkaSinkSettings, KafkaSourceSettings, PlanNode};
 
     /// Records polled per activation at most.
@@ -57,6 +58,21 @@ mod with_kafka {
         }
     }
 
+    /// The errors a Kafka client reports, added to its node's `errors` metric as they come.
+    #[derive(Default)]
+    struct ClientErrors {
+        stats: Arc<LinkStats>,
+        counted: u64,
+    }
+
+    impl ClientErrors {
+        fn count(&mut self, metrics: &NodeMetrics) {
+            let errors = self.stats.errors.load(Ordering::Relaxed);
+            metrics.errors.inc_by(errors - self.counted);
+            self.counted = errors;
+        }
+    }
+
     fn connector(
         node: &PlanNode,
     ) -> impl FnOnce(edgeflow_connectors::ConnectorError) -> EngineError {
@@ -71,7 +87,7 @@ mod with_kafka {
         settings: &KafkaSourceSettings,
         env: &BuildEnv,
     ) -> Result<BatchStream<'scope>, EngineError> {
-        let stats = Arc::new(LinkStats::default());
+        let mut errors = ClientErrors::default();
         let reader = if env.worker == 0 {
             let group = settings
                 .group
@@ -83,7 +99,7 @@ mod with_kafka {
                     &settings.topic,
                     TOPIC_PARTITIONS,
                     &group,
-                    stats.clone(),
+                    errors.stats.clone(),
                 )
                 .map_err(connector(node))?,
             )
@@ -114,14 +130,11 @@ mod with_kafka {
                 let mut capability = reader.as_ref().map(|_| capability);
                 let mut max_ts = EventTime::MIN;
                 let mut produced = 0u64;
-                let mut errors_seen = 0u64;
                 move |output| {
                     let (Some(cap), Some(reader)) = (capability.as_mut(), reader.as_ref()) else {
                         return;
                     };
-                    let errors = stats.errors.load(Ordering::Relaxed);
-                    metrics.errors.inc_by(errors - errors_seen);
-                    errors_seen = errors;
+                    errors.count(&metrics);
                     if ctx.stopping() || limit.is_some_and(|n| produced >= n) {
                         reader.close();
                         capability = None;
@@ -188,12 +201,12 @@ mod with_kafka {
         settings: &KafkaSinkSettings,
         env: &BuildEnv,
     ) -> Result<(), EngineError> {
-        let stats = Arc::new(LinkStats::default());
+        let mut errors = ClientErrors::default();
         let writer = RecordWriter::new(
             &self::settings(node, settings.brokers.as_ref(), env),
             &settings.topic,
             TOPIC_PARTITIONS,
-            stats.clone(),
+            errors.stats.clone(),
         )
         .map_err(connector(node))?;
         let metrics = env
@@ -205,7 +218,6 @@ mod with_kafka {
         let format = settings.format;
         let key_field = settings.key.clone();
         let edge_id = env.edge_id.to_string();
-        let mut errors_seen = 0u64;
         let mut finished = false;
         stream.sink(Pipeline, &operator_name(node), move |(input, frontier)| {
             input.for_each(|_cap, data| {
@@ -223,9 +235,7 @@ mod with_kafka {
                     }
                 }
             });
-            let errors = stats.errors.load(Ordering::Relaxed);
-            metrics.errors.inc_by(errors - errors_seen);
-            errors_seen = errors;
+            errors.count(&metrics);
             if frontier.frontier().is_empty() && !finished {
                 finished = true;
                 if let Err(e) = writer.flush(Duration::from_secs(60)) {

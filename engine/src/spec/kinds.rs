@@ -1311,24 +1311,34 @@ impl<'a> Settings<'a, '_> {
         }
     }
 
-    fn kafka_source(&mut self, ctx: &Context<'_>) -> Option<Operator> {
-        if let Some((k, _)) = self.entries.iter().find(|(k, _)| k.name == "key") {
-            let pos = k.pos;
-            self.err(
-                pos,
-                "key",
-                "only applies to a kafka sink (a kafka node with inputs)",
-                None,
-            );
+    /// Reports each of `names` that is set, with `why` it does not apply to this node.
+    fn reject_settings(&mut self, names: &[&str], why: &str) {
+        for &name in names {
+            if let Some((k, _)) = self.entries.iter().find(|(k, _)| k.name == name) {
+                let pos = k.pos;
+                self.err(pos, name, why, None);
+            }
         }
+    }
+
+    /// `format`, one of `formats` (default JSON lines).
+    fn kafka_format(&mut self, formats: &[KafkaFormat]) -> Option<KafkaFormat> {
+        if self.get("format").is_none() {
+            return Some(KafkaFormat::JsonLines);
+        }
+        let names: Vec<&'static str> = formats.iter().map(|f| f.name()).collect();
+        let name = self.choice("format", &names)?;
+        formats.iter().copied().find(|f| f.name() == name)
+    }
+
+    fn kafka_source(&mut self, ctx: &Context<'_>) -> Option<Operator> {
+        self.reject_settings(
+            &["key"],
+            "only applies to a kafka sink (a kafka node with inputs)",
+        );
         let topic = self.kafka_topic();
-        let format = match self.choice("format", &["jsonl", "csv", "arrow"]) {
-            Some("csv") => Some(KafkaFormat::Csv),
-            Some("arrow") => Some(KafkaFormat::Arrow),
-            Some(_) => Some(KafkaFormat::JsonLines),
-            None if self.get("format").is_some() => None,
-            None => Some(KafkaFormat::JsonLines),
-        };
+        let format =
+            self.kafka_format(&[KafkaFormat::JsonLines, KafkaFormat::Csv, KafkaFormat::Arrow]);
         let group = self.string("group");
         let brokers = self.string("brokers");
         let disorder_ms = self.duration_ms("disorder").map_or(0, |(v, _)| v);
@@ -1345,24 +1355,12 @@ impl<'a> Settings<'a, '_> {
     }
 
     fn kafka_sink(&mut self) -> Option<Operator> {
-        for source_only in ["schema", "time_field", "disorder", "group"] {
-            if let Some((k, _)) = self.entries.iter().find(|(k, _)| k.name == source_only) {
-                let pos = k.pos;
-                self.err(
-                    pos,
-                    source_only,
-                    "only applies to a kafka source (a kafka node without inputs)",
-                    None,
-                );
-            }
-        }
+        self.reject_settings(
+            &["schema", "time_field", "disorder", "group"],
+            "only applies to a kafka source (a kafka node without inputs)",
+        );
         let topic = self.kafka_topic();
-        let format = match self.choice("format", &["jsonl", "arrow"]) {
-            Some("arrow") => Some(KafkaFormat::Arrow),
-            Some(_) => Some(KafkaFormat::JsonLines),
-            None if self.get("format").is_some() => None,
-            None => Some(KafkaFormat::JsonLines),
-        };
+        let format = self.kafka_format(&[KafkaFormat::JsonLines, KafkaFormat::Arrow]);
         let key = self.string("key");
         if key.is_some() && format == Some(KafkaFormat::Arrow) {
             let pos = self.positions["key"];
@@ -1383,17 +1381,10 @@ impl<'a> Settings<'a, '_> {
     }
 
     fn file_sink(&mut self, ctx: &Context<'_>) -> Option<Operator> {
-        for source_only in ["schema", "time_field", "header", "disorder"] {
-            if let Some((k, _)) = self.entries.iter().find(|(k, _)| k.name == source_only) {
-                let pos = k.pos;
-                self.err(
-                    pos,
-                    source_only,
-                    "only applies to a file source (a file node without inputs)",
-                    None,
-                );
-            }
-        }
+        self.reject_settings(
+            &["schema", "time_field", "header", "disorder"],
+            "only applies to a file source (a file node without inputs)",
+        );
         let (p, path) = self.required_path(ctx)?;
         let format = match self.file_format(&p, &["csv", "jsonl", "parquet"])? {
             "csv" => SinkFormat::Csv,
