@@ -278,3 +278,126 @@ fn sql_client_and_http_endpoint_answer_a_served_instance() {
             .contains(r#""state":"finished""#)
     );
 }
+
+/// Normal readings of `devices` devices, 100 ms apart: a per-device level, a slow sine and
+/// noise from a fixed LCG, as CSV rows `ts,device,value` in time order.
+fn normal_readings(devices: usize, per_device: usize, seed: u64) -> Vec<(i64, String, f64)> {
+    let mut state = seed;
+    let mut noise = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let mut rows = Vec::new();
+    for i in 0..per_device {
+        for d in 0..devices {
+            let ts = 1_767_225_600_000 + i as i64 * 100;
+            let value = 20.0 + 5.0 * d as f64 + 2.0 * (i as f64 / 50.0 + d as f64).sin() + noise();
+            rows.push((ts, format!("d{d}"), value));
+        }
+    }
+    rows
+}
+
+fn write_csv(path: &Path, rows: &[(i64, String, f64)], extra: &str) {
+    let mut text = String::from("ts,device,value\n");
+    for (ts, device, value) in rows {
+        text.push_str(&format!("{ts},{device},{value}\n"));
+    }
+    text.push_str(extra);
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn train_writes_a_model_that_an_infer_pipeline_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let normal = dir.path().join("normal.csv");
+    write_csv(&normal, &normal_readings(4, 3000, 1), "not,a,reading\n");
+    let model = dir.path().join("models/m.bpk");
+    let train = |out: &Path| {
+        edgeflow()
+            .args(["train", "--input", normal.to_str().unwrap()])
+            .args(["--schema", "ts:timestamp_ms,device:string,value:f64"])
+            .args(["--key", "device", "--out", out.to_str().unwrap()])
+            .args(["--window", "16", "--hidden", "8", "--latent", "3"])
+            .args(["--epochs", "20", "--batch-size", "32"])
+            .output()
+            .unwrap()
+    };
+    let output = train(&model);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    // 3000 readings per device = 187 windows of 16, the first 16 of each only warm up.
+    let windows = 4 * (3000 / 16 - 16);
+    assert!(
+        stdout.contains(&format!(
+            "read 12000 readings (1 skipped as malformed) -> {windows} windows of 16 from 4 keys"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("normal.csv:12002"), "{stdout}");
+    let again = dir.path().join("again.bpk");
+    assert!(train(&again).status.success());
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        std::fs::read(&again).unwrap(),
+        "training is reproducible"
+    );
+
+    // Live data: a spike on d1 and a stuck d2; d0 and d3 stay normal.
+    let mut live = normal_readings(4, 1600, 2);
+    let spike_ts = live[4 * 900 + 1].0;
+    live[4 * 900 + 1].2 += 40.0;
+    for i in 1000..1200 {
+        live[4 * i + 2].2 = 30.0;
+    }
+    write_csv(&dir.path().join("live.csv"), &live, "");
+    let pipeline = write_pipeline(
+        dir.path(),
+        "scored.yaml",
+        r#"
+pipeline: scored
+nodes:
+  readings: { kind: file, path: live.csv, schema: { ts: timestamp_ms, device: string, value: f64 } }
+  scored:   { kind: infer, inputs: [readings], key: [device], model: models/m.bpk }
+  anomalies: { kind: table, inputs: [scored] }
+"#,
+    );
+    let output = edgeflow()
+        .args(["run", pipeline.to_str().unwrap(), "--quiet", "--format", "csv"])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .args([
+            "--query",
+            "SELECT device, CAST(window_start AS BIGINT) AS s, CAST(ts AS BIGINT) AS e FROM anomalies ORDER BY device, s",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let rows: Vec<(String, i64, i64)> = stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            Some((
+                f.next()?.to_owned(),
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+            ))
+        })
+        .collect();
+    let stuck = (live[4 * 1000 + 2].0, live[4 * 1199 + 2].0);
+    assert!(
+        rows.iter()
+            .any(|r| r.0 == "d1" && r.1 <= spike_ts && spike_ts <= r.2),
+        "the spike window is an exception: {stdout}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.0 == "d2" && r.2 >= stuck.0 && r.1 <= stuck.1),
+        "the stuck signal is an exception: {stdout}"
+    );
+    let quiet = rows.iter().filter(|r| r.0 == "d0" || r.0 == "d3").count();
+    assert!(quiet <= 3, "normal devices raise few alarms: {stdout}");
+}

@@ -3,7 +3,7 @@
 //! Sources produce Arrow [`RecordBatch`](arrow::record_batch::RecordBatch)es of an
 //! [`EventSchema`](edgeflow_operators::schema::EventSchema): the synthetic sensor fleet
 //! ([`generator`]) and CSV / JSON-lines files ([`file_source`], bad lines become
-//! [`DeadLetter`]s). Sinks write batches to files ([`file_sink`]: JSON lines, CSV, Parquet),
+//! [`DeadLetter`]s), and Parquet files for training ([`parquet_file`]). Sinks write batches to files ([`file_sink`]: JSON lines, CSV, Parquet),
 //! dead letters to a JSON-lines file, and format batches for a terminal. [`frame`]s carry
 //! batches between the edge and cloud halves: through the embedded log ([`embedded_log`]) in
 //! one process, or through Kafka ([`kafka`]) with the edge's store-and-forward [`spool`] in
@@ -18,6 +18,7 @@ pub mod generator;
 pub mod input_log;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod parquet_file;
 pub mod record;
 pub mod spool;
 mod text;

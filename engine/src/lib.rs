@@ -10,3 +10,4 @@ pub mod plan;
 pub mod runtime;
 pub mod spec;
 pub mod sql;
+pub mod train;

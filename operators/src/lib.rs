@@ -2,13 +2,15 @@
 //!
 //! Events travel as Arrow [`RecordBatch`](arrow::record_batch::RecordBatch)es whose schema is
 //! described by [`schema::EventSchema`]. The modules here transform such batches: SQL expressions
-//! ([`expr`]), event-time windows ([`window`]) and anomaly detectors ([`detect`]). Nothing here
+//! ([`expr`]), event-time windows ([`window`]), anomaly detectors ([`detect`]) and model
+//! inference ([`infer`]). Nothing here
 //! knows about timely, files or the network; the engine wires these pieces into dataflows.
 
 pub mod codec;
 pub mod detect;
 pub mod error;
 pub mod expr;
+pub mod infer;
 pub mod kernels;
 pub mod schema;
 pub mod window;

@@ -10,13 +10,14 @@ use std::path::Path;
 
 use edgeflow_operators::OperatorError;
 use edgeflow_operators::expr::{CompiledFilter, CompiledMap};
+use edgeflow_operators::infer::InferOperator;
 use edgeflow_operators::schema::{EventSchema, FieldType};
 
 use crate::spec::{self, Diagnostics, NodeSpec, PipelineSpec, Pos, Reporter, did_you_mean};
 pub use crate::spec::{
     AggregateSetting, DetectMethod, DetectSettings, FileFormatName, FileSourceSettings,
-    GeneratorSettings, KafkaFormat, KafkaSinkSettings, KafkaSourceSettings, Operator, Placement,
-    Port, SinkFormat, StreamRef, WindowSettings,
+    GeneratorSettings, InferSettings, KafkaFormat, KafkaSinkSettings, KafkaSourceSettings,
+    Operator, Placement, Port, SinkFormat, StreamRef, WindowSettings,
 };
 
 /// A compiled pipeline.
@@ -148,6 +149,7 @@ pub fn default_placement(op: &Operator, inputs: impl IntoIterator<Item = Placeme
         | Operator::FileSource(_)
         | Operator::KafkaSource(_)
         | Operator::Detect(_)
+        | Operator::Infer(_)
         | Operator::Window(_) => Placement::Edge,
         Operator::Table { .. } => Placement::Cloud,
         Operator::Filter { .. }
@@ -835,6 +837,60 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
                 }),
                 None,
             )
+        }
+        Operator::Infer(settings) => {
+            let mut settings = settings.clone();
+            if settings.key.is_empty() {
+                settings.key = ["device", "sensor"]
+                    .into_iter()
+                    .filter(|k| schema.field_type(k).is_some())
+                    .map(str::to_owned)
+                    .collect();
+                if settings.key.is_empty() {
+                    r.error(
+                        node.pos,
+                        format!("node \"{id}\": the input has no \"device\" or \"sensor\" field to cut windows by"),
+                        Some("name the fields that identify a device with `key: [...]`".into()),
+                    );
+                    return None;
+                }
+            }
+            for (i, k) in settings.key.iter().enumerate() {
+                check_field(r, &format!("key[{i}]"), "key", k);
+            }
+            match check_field(r, "value", "value", &settings.value) {
+                Some(t) if !t.is_numeric() => {
+                    ok.set(false);
+                    r.error(
+                        node.pos_of("value"),
+                        format!("node \"{id}\": field \"value\": \"{}\" is {t}, but inference needs i64 or f64", settings.value),
+                        None,
+                    );
+                }
+                _ => {}
+            }
+            if !ok.get() {
+                return None;
+            }
+            settings.time_field = input.time_field.clone();
+            match InferOperator::output_schema_for(schema, &settings.key, &input.time_field) {
+                Ok(out) => (
+                    Operator::Infer(settings),
+                    Some(StreamInfo {
+                        schema: out,
+                        time_field: input.time_field.clone(),
+                    }),
+                    None,
+                ),
+                Err(e) => {
+                    r.error(
+                        node.pos,
+                        format!("node \"{id}\": {}", user_message(e)),
+                        Some("rename the field with a map first".into()),
+                    );
+                    return None;
+                }
+            }
         }
         Operator::Table { .. } | Operator::FileSink { .. } | Operator::Stdout { .. } => {
             (node.operator.clone(), None, None)

@@ -122,6 +122,15 @@ fn settings(op: &Operator) -> String {
                 if d.emit_all { "all" } else { "exceptions" }
             )
         }
+        Operator::Infer(i) => format!(
+            "model={} value={} key={} threshold={} emit={}",
+            i.model_text,
+            i.value,
+            list(&i.key),
+            i.threshold
+                .map_or("model default".to_owned(), |t| t.to_string()),
+            if i.emit_all { "all" } else { "exceptions" }
+        ),
         Operator::Table { name } => format!("name={name}"),
         Operator::FileSink { path, format } => format!(
             "path={} format={}",

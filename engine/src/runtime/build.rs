@@ -190,6 +190,12 @@ fn build_node<'scope>(
             settings,
             env,
         )?),
+        Operator::Infer(settings) => main(transforms::infer(
+            require_input(node, input)?,
+            node,
+            settings,
+            env,
+        )?),
         Operator::Window(settings) => {
             window::window(require_input(node, input)?, node, settings, env)
         }

@@ -99,7 +99,7 @@ impl RunReport {
         RunReport {
             source_events: metrics.total(Family::EventsOut, &SOURCE_KINDS),
             windows: metrics.total(Family::EventsOut, &["window"]),
-            exceptions: metrics.total(Family::EventsOut, &["detect"]),
+            exceptions: metrics.total(Family::EventsOut, &["detect", "infer"]),
             late_events: metrics.total(Family::Late, &[]),
             dead_letters: metrics.total(Family::DeadLetters, &[]),
             cut_bytes: metrics.total(Family::CutBytes, &[]),

@@ -124,7 +124,7 @@ impl CutWiring for EdgeWiring {
         let keep = self
             .plan
             .node(&topic.stream.node)
-            .is_some_and(|n| matches!(n.operator, Operator::Detect(_)));
+            .is_some_and(|n| matches!(n.operator, Operator::Detect(_) | Operator::Infer(_)));
         Ok(FrameOut::Spool {
             spool: self.spool.clone(),
             keep,

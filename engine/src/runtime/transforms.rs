@@ -1,15 +1,17 @@
-//! Batch-at-a-time operators: `filter`, `map` (DataFusion expressions) and `detect`.
+//! Batch-at-a-time operators: `filter`, `map` (DataFusion expressions), `detect` and `infer`.
 //!
 //! A batch that fails to evaluate (a data error such as a division by zero) is counted and
 //! its rows go to the dead-letter output with the reason; the worker keeps going.
 
 use edgeflow_connectors::error::chain;
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
 use edgeflow_operators::OperatorError;
 use edgeflow_operators::detect::{Detector, DetectorKind, Emit};
 use edgeflow_operators::expr::{CompiledFilter, CompiledMap};
+use edgeflow_operators::infer::{InferEmit, InferOperator};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 
@@ -21,7 +23,8 @@ use super::sinks::rows_as_dead_letters;
 use super::sources::operator_name;
 use crate::error::EngineError;
 use crate::metrics::NodeMetrics;
-use crate::plan::{DetectMethod, DetectSettings, PlanNode};
+use crate::plan::{DetectMethod, DetectSettings, InferSettings, PlanNode};
+use crate::spec::load_model;
 
 /// Applies `logic` to every batch, keeping timestamps; `None` drops the batch.
 fn map_batches<'scope, F>(
@@ -145,6 +148,40 @@ pub fn detect<'scope>(
     let keyed = exchange_by_key(stream, &settings.key, &node.id, env);
     Ok(map_batches(keyed, node, env, move |batch| {
         detector.process(batch)
+    }))
+}
+
+/// The `infer` kind: rows are exchanged by key so each key's windows and baseline live on one
+/// worker; the model file is loaded once per worker.
+pub fn infer<'scope>(
+    stream: BatchStream<'scope>,
+    node: &PlanNode,
+    settings: &InferSettings,
+    env: &BuildEnv,
+) -> Result<BatchStream<'scope>, EngineError> {
+    let input = input_schema(node, env)?;
+    let model = load_model(&settings.model).map_err(|message| EngineError::Operator {
+        node: node.id.clone(),
+        source: OperatorError::User(message),
+    })?;
+    let emit = if settings.emit_all {
+        InferEmit::All
+    } else {
+        InferEmit::Exceptions
+    };
+    let mut operator = InferOperator::new(
+        &input,
+        &settings.key,
+        &settings.value,
+        &settings.time_field,
+        Arc::new(model),
+        settings.threshold,
+        emit,
+    )
+    .map_err(operator_error(node))?;
+    let keyed = exchange_by_key(stream, &settings.key, &node.id, env);
+    Ok(map_batches(keyed, node, env, move |batch| {
+        operator.process(batch)
     }))
 }
 

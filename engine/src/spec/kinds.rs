@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use edgeflow_operators::infer::AnomalyModel;
 use edgeflow_operators::schema::{EventSchema, FieldType};
 
 use super::yaml::{Key, Node, Pos, Value};
@@ -11,6 +12,12 @@ use super::{
     NodeSpec, Placement, Port, Reporter, StreamRef, TransportSpec, did_you_mean, is_name, resolve,
     schema_value, show, unknown_key,
 };
+
+/// Reads and checks a model file written by `edgeflow train`; the error names the file.
+pub fn load_model(path: &Path) -> Result<AnomalyModel, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    AnomalyModel::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
 
 /// What a kind does with streams.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -117,6 +124,11 @@ pub const KINDS: &[KindInfo] = &[
             "min_samples",
             "emit",
         ],
+        role: Role::Transform,
+    },
+    KindInfo {
+        name: "infer",
+        settings: &["key", "value", "model", "threshold", "emit"],
         role: Role::Transform,
     },
     KindInfo {
@@ -378,6 +390,26 @@ pub struct DetectSettings {
     pub emit_all: bool,
 }
 
+/// Settings of an `infer`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InferSettings {
+    /// Windows are cut per key (the planner fills in `device` and `sensor`, those of them the
+    /// input has, when none is written).
+    pub key: Vec<String>,
+    /// The scored field (i64 or f64).
+    pub value: String,
+    /// The model file as written.
+    pub model_text: String,
+    /// The model file, resolved against the pipeline file's directory.
+    pub model: PathBuf,
+    /// Replaces the model's default threshold.
+    pub threshold: Option<f64>,
+    /// Emit every scored window (`emit: all`) rather than only exceptions.
+    pub emit_all: bool,
+    /// The input's event-time field (filled by the planner).
+    pub time_field: String,
+}
+
 /// A node's validated settings, units resolved to ms and per-second floats.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Operator {
@@ -405,6 +437,8 @@ pub enum Operator {
     Window(WindowSettings),
     /// Anomaly detection.
     Detect(DetectSettings),
+    /// Model inference over per-key windows.
+    Infer(InferSettings),
     /// A materialized, SQL-queryable table.
     Table {
         /// The SQL table name.
@@ -583,6 +617,7 @@ pub(crate) fn build_node(
         ("map", _) => s.map(),
         ("window", _) => s.window(),
         ("detect", _) => s.detect(),
+        ("infer", _) => s.infer(ctx),
         ("table", _) => Some(s.table()),
         ("stdout", _) => s.stdout(),
         _ => None,
@@ -1608,6 +1643,52 @@ impl<'a> Settings<'a, '_> {
                 }))
             }
         }
+    }
+
+    fn infer(&mut self, ctx: &Context<'_>) -> Option<Operator> {
+        let key = self.field_list("key");
+        let value = self.string("value").unwrap_or_else(|| "value".to_owned());
+        let emit_all = self.choice("emit", &["exceptions", "all"]) == Some("all");
+        let threshold = self.f64("threshold");
+        if let Some(t) = threshold.filter(|t| *t <= 0.0) {
+            let pos = self.positions["threshold"];
+            self.err(
+                pos,
+                "threshold",
+                format!("must be greater than 0, got {t}"),
+                None,
+            );
+        }
+        let (model_text, model) = match self.scalar("model") {
+            Some((text, pos)) => {
+                let resolved = resolve(ctx.dir, text);
+                // A model that cannot be loaded is reported here, with the position, rather
+                // than when the edge starts.
+                let checked = load_model(&resolved);
+                if let Err(message) = checked {
+                    self.err(
+                        pos,
+                        "model",
+                        message,
+                        Some("train one with `edgeflow train` (see the README)".into()),
+                    );
+                }
+                (text.to_owned(), resolved)
+            }
+            None => {
+                self.missing("model", "add `model: <file written by edgeflow train>`");
+                return None;
+            }
+        };
+        Some(Operator::Infer(InferSettings {
+            key,
+            value,
+            model_text,
+            model,
+            threshold,
+            emit_all,
+            time_field: String::new(),
+        }))
     }
 
     fn table(&mut self) -> Operator {

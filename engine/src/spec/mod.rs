@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 
 use edgeflow_operators::schema::{EventSchema, FieldType};
 
-pub use kinds::parse_duration_ms;
 pub use kinds::{
     AggregateSetting, CompressMode, Compression, DetectMethod, DetectSettings, FileFormatName,
-    FileSourceSettings, GeneratorSettings, KafkaFormat, KafkaSinkSettings, KafkaSourceSettings,
-    Operator, SinkFormat, WindowSettings,
+    FileSourceSettings, GeneratorSettings, InferSettings, KafkaFormat, KafkaSinkSettings,
+    KafkaSourceSettings, Operator, SinkFormat, WindowSettings,
 };
+pub use kinds::{load_model, parse_duration_ms};
 pub use yaml::Pos;
 
 /// Whether `id` can name an edge: 1-64 ASCII letters, digits, `-`, `_` and `.` (it becomes a

@@ -383,3 +383,53 @@ fn diagnostics_display_counts_errors() {
         "f.yaml:2:3: error: bad\n  = help: fix\n1 error"
     );
 }
+
+#[test]
+fn infer_settings_and_model_errors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let parse_here = |text: &str| parse_with("p.yaml", text, &dir, &env);
+    let spec = parse_here(&one_node(
+        "kind: infer, inputs: [src], model: models/sensors.bpk, threshold: 2.5, emit: all",
+    ))
+    .unwrap();
+    let Operator::Infer(i) = &node(&spec, "n").operator else {
+        panic!()
+    };
+    assert_eq!(i.model, dir.join("models/sensors.bpk"));
+    assert_eq!((i.threshold, i.emit_all), (Some(2.5), true));
+    assert!(i.key.is_empty(), "the planner fills the default key");
+
+    let text = one_node("kind: infer, inputs: [src], model: models/nope.bpk, threshold: 0");
+    let e: Vec<String> = parse_here(&text)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e.iter().any(|m| m.contains("p.yaml:4:")
+            && m.contains("field \"model\": cannot read")
+            && m.contains("nope.bpk")
+            && m.contains("edgeflow train")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("field \"threshold\": must be greater than 0")),
+        "{e:?}"
+    );
+
+    // A file that is not a model (this pipeline file) is reported as such.
+    let e: Vec<String> = parse_here(&one_node(
+        "kind: infer, inputs: [src], model: quickstart.yaml",
+    ))
+    .unwrap_err()
+    .0
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    assert!(e[0].contains("not a valid edgeflow model"), "{e:?}");
+    let e = errors(&one_node("kind: infer, inputs: [src]"));
+    assert!(e[0].contains("missing required field \"model\""), "{e:?}");
+}
