@@ -151,10 +151,17 @@ pub fn train(set: &TrainingSet, config: &TrainConfig) -> Result<(AnomalyModel, T
              and 0 < latent < window, hidden > 0"
         ));
     }
-    if config.epochs == 0 || config.batch_size == 0 || config.learning_rate.is_nan() || config.learning_rate <= 0.0 {
+    if config.epochs == 0
+        || config.batch_size == 0
+        || config.learning_rate.is_nan()
+        || config.learning_rate <= 0.0
+    {
         return user("epochs, batch size and learning rate must be > 0".into());
     }
-    if !(0.5..1.0).contains(&config.threshold_quantile) || config.threshold_margin.is_nan() || config.threshold_margin < 1.0 {
+    if !(0.5..1.0).contains(&config.threshold_quantile)
+        || config.threshold_margin.is_nan()
+        || config.threshold_margin < 1.0
+    {
         return user("the threshold quantile must be in [0.5, 1) and the margin >= 1".into());
     }
     let n = set.len();
