@@ -1,6 +1,8 @@
 //! Criterion bench of the window aggregator: push + advance of 8192-row batches, 1 s tumbling
 //! window, count/min/max/mean keyed by [device, sensor] over 1000 devices x 2 sensors, against a
-//! naive per-row `HashMap<(String, String), acc>` baseline in the same group.
+//! naive per-row `HashMap<(String, String), acc>` baseline in the same group; then the same keyed
+//! by [site] (10 sites, ~800 rows per group per batch: count/min/max go through the SIMD kernel)
+//! and with no key (one group), against the same baseline keyed the same way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
@@ -75,7 +77,7 @@ fn batches() -> Vec<RecordBatch> {
         .collect()
 }
 
-fn run_window(batches: &[RecordBatch]) -> usize {
+fn run_window(batches: &[RecordBatch], key: &[&str]) -> usize {
     let aggs: Vec<AggregateSpec> = ["count", "min", "max", "mean"]
         .iter()
         .map(|f| AggregateSpec {
@@ -87,7 +89,7 @@ fn run_window(batches: &[RecordBatch]) -> usize {
     let mut w = WindowAggregator::new(
         &schema(),
         "ts",
-        &["device".into(), "sensor".into()],
+        &key.iter().map(|k| (*k).to_string()).collect::<Vec<_>>(),
         &aggs,
         WindowSpec::tumbling(1000),
     )
@@ -117,21 +119,24 @@ struct Acc {
     sum: f64,
 }
 
-/// The naive baseline: one `HashMap<(String, String), Acc>` per window, updated row by row.
-fn run_naive(batches: &[RecordBatch]) -> usize {
-    let mut windows: BTreeMap<i64, HashMap<(String, String), Acc>> = BTreeMap::new();
+/// The naive baseline: one `HashMap<K, Acc>` per window, updated row by row; `key` reads row
+/// `i`'s key from the (device, site, sensor) columns.
+fn run_naive<K: std::hash::Hash + Ord>(
+    batches: &[RecordBatch],
+    key: impl Fn([&StringArray; 3], usize) -> K,
+) -> usize {
+    let mut windows: BTreeMap<i64, HashMap<K, Acc>> = BTreeMap::new();
     let mut out = 0;
     for b in batches {
         let ts = b.column(0).as_primitive::<TimestampMillisecondType>();
-        let dev = b.column(1).as_string::<i32>();
-        let sensor = b.column(3).as_string::<i32>();
+        let strings = [1, 2, 3].map(|c| b.column(c).as_string::<i32>());
         let value = b.column(4).as_primitive::<Float64Type>();
         for i in 0..b.num_rows() {
             let start = ts.value(i).div_euclid(1000) * 1000;
             let acc = windows
                 .entry(start)
                 .or_default()
-                .entry((dev.value(i).to_string(), sensor.value(i).to_string()))
+                .entry(key(strings, i))
                 .or_insert(Acc {
                     min: f64::INFINITY,
                     max: f64::NEG_INFINITY,
@@ -162,22 +167,64 @@ fn run_naive(batches: &[RecordBatch]) -> usize {
     out + windows.values().map(HashMap::len).sum::<usize>()
 }
 
+/// The key of the first group: (device, sensor).
+fn device_sensor([dev, _, sensor]: [&StringArray; 3], i: usize) -> (String, String) {
+    (dev.value(i).to_string(), sensor.value(i).to_string())
+}
+
+/// No key: one group per window.
+fn no_key(_: [&StringArray; 3], _: usize) {}
+
+/// The key of the second group: site.
+fn site([_, site, _]: [&StringArray; 3], i: usize) -> String {
+    site.value(i).to_string()
+}
+
 fn bench(c: &mut Criterion) {
     let batches = batches();
     let rows = (ROWS_PER_BATCH * BATCHES) as u64;
+    let by_series = ["device", "sensor"];
     assert_eq!(
-        run_window(&batches),
-        run_naive(&batches),
+        run_window(&batches, &by_series),
+        run_naive(&batches, device_sensor),
         "same number of groups"
     );
     let mut g = c.benchmark_group("window_tumbling_1s_count_min_max_mean");
     g.throughput(Throughput::Elements(rows));
     g.sample_size(20);
     g.bench_function("window_aggregator", |b| {
-        b.iter(|| run_window(black_box(&batches)))
+        b.iter(|| run_window(black_box(&batches), &by_series))
     });
     g.bench_function("naive_hashmap_per_row", |b| {
-        b.iter(|| run_naive(black_box(&batches)))
+        b.iter(|| run_naive(black_box(&batches), device_sensor))
+    });
+    g.finish();
+
+    few_groups(c, &batches, "by_site", &["site"], site);
+    few_groups(c, &batches, "no_key", &[], no_key);
+}
+
+/// The aggregator keyed by `key` against the naive baseline keyed by `naive_key`.
+fn few_groups<K: std::hash::Hash + Ord>(
+    c: &mut Criterion,
+    batches: &[RecordBatch],
+    name: &str,
+    key: &[&str],
+    naive_key: impl Fn([&StringArray; 3], usize) -> K + Copy,
+) {
+    assert_eq!(
+        run_window(batches, key),
+        run_naive(batches, naive_key),
+        "same number of groups"
+    );
+    let mut g = c.benchmark_group(format!("window_tumbling_1s_count_min_max_mean_{name}"));
+    g.throughput(Throughput::Elements((ROWS_PER_BATCH * BATCHES) as u64));
+    g.sample_size(20);
+    g.bench_function("window_aggregator", |b| {
+        b.iter(|| run_window(black_box(batches), key))
+    });
+    g.bench_function("naive_hashmap_per_row", |b| {
+        b.iter(|| run_naive(black_box(batches), naive_key))
     });
     g.finish();
 }

@@ -1,4 +1,5 @@
-//! SIMD kernels: window statistics, z-score scoring and dense (fully connected) layers.
+//! SIMD kernels: window statistics, z-score scoring, threshold masks and dense (fully
+//! connected) layers.
 //!
 //! Every kernel runs on the best instruction set of the CPU it finds at run time (AVX-512 or
 //! AVX2+FMA on x86-64, NEON on aarch64, through `pulp`'s dispatch, no `unsafe` here) or on a
@@ -28,6 +29,7 @@
 //! [`OperatorError::Internal`] (a caller bug) returned before any output is written.
 
 mod bitmap;
+pub mod bounds;
 pub mod dense;
 pub mod grouped;
 mod math;
@@ -36,6 +38,7 @@ pub mod stats;
 pub mod zscore;
 
 pub use bitmap::Validity;
+pub use bounds::bounds_mask;
 pub use dense::{Activation, Dense, Mlp, WeightLayout};
 pub use grouped::GroupedStats;
 pub use stats::{WindowStats, window_stats, window_stats_array, window_stats_centered};

@@ -21,6 +21,16 @@
 //!
 //! Outputs of every aggregate but `count` are null when the group had no (non-NaN for
 //! min/max/percentiles) values.
+//!
+//! # SIMD kernels
+//!
+//! `count`, `min` and `max` of an `f64` field go through the grouped statistics kernel
+//! ([`GroupedStats`]) when a batch brings many rows per group of a window (see
+//! `KERNEL_MIN_ROWS_PER_GROUP`); their results are bit-identical to the row-by-row loops
+//! (see `FoldPlan` for the one subtle case, signed zeros). `sum`, `mean` and `stddev` stay
+//! row by row: the kernels add in 8 lanes combined pairwise, which rounds differently from the
+//! sequential sum (and Welford update) that defines these outputs, so using them would change
+//! results.
 
 pub(crate) mod keys;
 
@@ -35,6 +45,7 @@ use arrow::buffer::{NullBuffer, ScalarBuffer};
 use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
 
 use crate::error::{OperatorError, Result};
+use crate::kernels::{Exec, GroupedStats, Validity, WindowStats};
 use crate::schema::{EventSchema, FieldType};
 use keys::KeyInterner;
 
@@ -625,6 +636,168 @@ struct Window {
 
 const NO_SLOT: u32 = u32::MAX;
 
+/// Rows per group of a window, on average over one window update, from which `count`, `min`
+/// and `max` of `f64` fields go through the grouped kernel. Below it the row-by-row loops win:
+/// the kernel buckets rows by group and runs once per group, which short runs do not pay for
+/// (`benches/window.rs`: ~4 rows per group per batch is faster row by row).
+const KERNEL_MIN_ROWS_PER_GROUP: usize = 16;
+
+/// The `f64` fields whose `count`, `min` and `max` the grouped kernel computes, with its
+/// scratch buffers.
+///
+/// Exactness: the kernel's count is exact, and its min (max) is the smallest (largest)
+/// non-NaN value, as in the loops, merged into the state with the loops' comparison. Equal
+/// values have identical bits except `-0.0` and `+0.0`: the loops keep the first in row order,
+/// the kernel the one of its lowest accumulator lane, so when a group's min (max) is a zero,
+/// [`fix_zeros`] takes it from the group's first zero in row order.
+#[derive(Debug, Default)]
+struct FoldPlan {
+    /// Input columns folded by the kernel (f64 fields with a `min` or `max`).
+    columns: Vec<usize>,
+    /// Per aggregate: the index in `columns` of its field when the kernel computes it.
+    of_plan: Vec<Option<usize>>,
+    kernel: GroupedStats,
+    /// Per entry of `columns`: this update's statistics per group slot.
+    accs: Vec<Vec<WindowStats>>,
+    values: Vec<f64>,
+    groups: Vec<u32>,
+}
+
+impl FoldPlan {
+    fn new(plans: &[AggPlan]) -> Self {
+        let folds = |p: &AggPlan| p.input == FieldType::F64;
+        let mut columns: Vec<usize> = Vec::new();
+        for p in plans {
+            if folds(p)
+                && matches!(p.func, AggregateFn::Min | AggregateFn::Max)
+                && !columns.contains(&p.column)
+            {
+                columns.push(p.column);
+            }
+        }
+        let of_plan = plans
+            .iter()
+            .map(|p| {
+                let kind = matches!(
+                    p.func,
+                    AggregateFn::Count | AggregateFn::Min | AggregateFn::Max
+                );
+                columns
+                    .iter()
+                    .position(|&c| c == p.column)
+                    .filter(|_| kind && folds(p))
+            })
+            .collect();
+        FoldPlan {
+            accs: vec![Vec::new(); columns.len()],
+            columns,
+            of_plan,
+            ..FoldPlan::default()
+        }
+    }
+}
+
+/// The count, min and max of `a` at `rows` (ascending, non-empty) per group slot (`slots`, one
+/// per row), into `accs` (`n_groups` long), exactly as the row-by-row loops compute them.
+#[allow(clippy::too_many_arguments)]
+fn fold_column(
+    exec: Exec,
+    kernel: &mut GroupedStats,
+    a: &Float64Array,
+    rows: &[u32],
+    slots: &[u32],
+    values: &mut Vec<f64>,
+    groups: &mut Vec<u32>,
+    accs: &mut Vec<WindowStats>,
+    n_groups: usize,
+) -> Result<()> {
+    accs.clear();
+    accs.resize(n_groups, WindowStats::EMPTY);
+    let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else {
+        return Ok(());
+    };
+    let x = a.values();
+    let nulls = a.nulls().filter(|n| n.null_count() > 0);
+    let (first, last) = (first as usize, last as usize);
+    if last - first + 1 == rows.len() {
+        // Ascending and as many as the span: every row in between, so read the column in place.
+        let validity = nulls.map(|n| Validity::from(n).slice(first, rows.len()));
+        kernel.fold(exec, &x[first..=last], validity, slots, accs)?;
+    } else {
+        values.clear();
+        groups.clear();
+        each(rows, slots, nulls, |r, s| {
+            values.push(x[r]);
+            groups.push(s as u32);
+        });
+        kernel.fold(exec, values, None, groups, accs)?;
+    }
+    fix_zeros(x, nulls, rows, slots, accs);
+    Ok(())
+}
+
+/// Gives each group whose min (max) is a zero the sign of its first zero in row order, as the
+/// row-by-row loops keep it (see [`FoldPlan`]).
+fn fix_zeros(
+    x: &[f64],
+    nulls: Option<&NullBuffer>,
+    rows: &[u32],
+    slots: &[u32],
+    accs: &mut [WindowStats],
+) {
+    // Bit 0: the min is a zero, bit 1: the max is.
+    let todo = |a: &WindowStats| u8::from(a.min == 0.0) | (u8::from(a.max == 0.0) << 1);
+    if !accs.iter().any(|a| todo(a) != 0) {
+        return;
+    }
+    let mut pending: Vec<u8> = accs.iter().map(todo).collect();
+    each(rows, slots, nulls, |r, s| {
+        if pending[s] != 0 && x[r] == 0.0 {
+            if pending[s] & 1 != 0 {
+                accs[s].min = x[r];
+            }
+            if pending[s] & 2 != 0 {
+                accs[s].max = x[r];
+            }
+            pending[s] = 0;
+        }
+    });
+}
+
+/// Merges a kernel fold into the state of a `count`, `min` or `max` aggregate, as the
+/// row-by-row loops would have updated it.
+fn merge_folded(state: &mut AggState, folded: &[WindowStats]) -> Result<()> {
+    match state {
+        AggState::Count(c) => {
+            for (c, a) in c.iter_mut().zip(folded) {
+                *c += a.count as i64;
+            }
+        }
+        AggState::F(NumState::Min { v, seen }) => {
+            for ((v, seen), a) in v.iter_mut().zip(seen.iter_mut()).zip(folded) {
+                if a.min < *v {
+                    *v = a.min;
+                }
+                *seen |= a.has_ordered();
+            }
+        }
+        AggState::F(NumState::Max { v, seen }) => {
+            for ((v, seen), a) in v.iter_mut().zip(seen.iter_mut()).zip(folded) {
+                if a.max > *v {
+                    *v = a.max;
+                }
+                *seen |= a.has_ordered();
+            }
+        }
+        _ => {
+            return Err(OperatorError::Internal(
+                "kernel fold planned for an aggregate other than count, min or max".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Event-time tumbling/hopping window aggregation over keyed batches. See the module docs for
 /// the semantics of each aggregate.
 #[derive(Debug)]
@@ -650,6 +823,9 @@ pub struct WindowAggregator {
     bases: Vec<i64>,
     pairs: Vec<(i64, u32)>,
     slots: Vec<u32>,
+    /// How the SIMD kernels run: on this thread (a timely worker), best instruction set.
+    exec: Exec,
+    fold: FoldPlan,
 }
 
 const MIN_GC_KEYS: usize = 4096;
@@ -737,6 +913,7 @@ impl WindowAggregator {
             });
         }
         let output = EventSchema::new(out_fields);
+        let fold = FoldPlan::new(&plans);
         Ok(WindowAggregator {
             input: input.clone(),
             output_arrow: output.to_arrow(),
@@ -756,6 +933,8 @@ impl WindowAggregator {
             bases: Vec::new(),
             pairs: Vec::new(),
             slots: Vec::new(),
+            exec: Exec::new().serial(),
+            fold,
         })
     }
 
@@ -968,8 +1147,32 @@ impl WindowAggregator {
             slots.push(s);
         }
         let groups = window.keys.len();
-        for (plan, state) in plans.iter().zip(&mut window.aggs) {
+        let FoldPlan {
+            columns,
+            of_plan,
+            kernel,
+            accs,
+            values,
+            groups: group_buf,
+        } = &mut self.fold;
+        let folded = !columns.is_empty() && rows.len() >= KERNEL_MIN_ROWS_PER_GROUP * groups;
+        if folded {
+            for (&c, acc) in columns.iter().zip(accs.iter_mut()) {
+                let a: &Float64Array = batch
+                    .column(c)
+                    .as_primitive_opt()
+                    .ok_or_else(|| OperatorError::Internal(format!("column {c} type")))?;
+                fold_column(
+                    self.exec, kernel, a, rows, slots, values, group_buf, acc, groups,
+                )?;
+            }
+        }
+        for ((plan, state), of) in plans.iter().zip(&mut window.aggs).zip(of_plan.iter()) {
             state.resize(groups);
+            if folded && let Some(k) = *of {
+                merge_folded(state, &accs[k])?;
+                continue;
+            }
             let col = batch.column(plan.column);
             let nulls = col.nulls().filter(|n| n.null_count() > 0);
             let wrong = || OperatorError::Internal(format!("column {} type", plan.column));
