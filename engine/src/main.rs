@@ -13,6 +13,7 @@ use edgeflow::plan::{self, Plan};
 use edgeflow::runtime::{self, RunContext, RunOptions};
 use edgeflow::spec::Diagnostics;
 use edgeflow::sql::http::{ServerState, serve};
+use edgeflow::sql::pgwire;
 use edgeflow::sql::{
     QueryEngine, QueryResult, ResultFormat, decode_ipc_result, encode_result, render_table,
 };
@@ -165,6 +166,9 @@ struct RunArgs {
     /// Address to serve on.
     #[arg(long, env = "EDGEFLOW_LISTEN", default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
+    /// With `--serve`, also serve SQL over the Postgres wire protocol here (`off`: don't).
+    #[arg(long, env = "EDGEFLOW_PG_LISTEN", default_value = "127.0.0.1:5433", value_parser = parse_pg_listen)]
+    pg_listen: PgListen,
     /// Run these queries when the pipeline has finished and print their results.
     #[arg(long = "query", short = 'q')]
     queries: Vec<String>,
@@ -180,6 +184,20 @@ struct RunArgs {
     /// No progress line and no summary.
     #[arg(long)]
     quiet: bool,
+}
+
+/// Where the Postgres wire protocol server listens, if anywhere.
+#[derive(Clone, Copy)]
+struct PgListen(Option<SocketAddr>);
+
+fn parse_pg_listen(value: &str) -> Result<PgListen, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(PgListen(None));
+    }
+    value
+        .parse()
+        .map(|address| PgListen(Some(address)))
+        .map_err(|e| format!("{e} (expected ADDRESS:PORT or `off`)"))
 }
 
 /// How `edge` and `cloud` reach Kafka; each overrides the pipeline's `transport:` section.
@@ -468,6 +486,26 @@ fn run(args: RunArgs, role: impl FnOnce(&Plan) -> Result<Role>) -> Result<ExitCo
     } else {
         None
     };
+    let (pg_shutdown_tx, pg_shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let pg_server = match args.pg_listen.0 {
+        Some(pg_listen) if args.serve => {
+            let listener = tokio
+                .block_on(tokio::net::TcpListener::bind(pg_listen))
+                .with_context(|| format!("listening on {pg_listen} (--pg-listen)"))?;
+            let address = listener
+                .local_addr()
+                .context("reading the listening address")?;
+            eprintln!(
+                "edgeflow: serving SQL over the Postgres protocol on {address} (psql -h {} -p {})",
+                address.ip(),
+                address.port()
+            );
+            Some(tokio.spawn(pgwire::serve(listener, engine.clone(), async {
+                let _ = pg_shutdown_rx.await;
+            })))
+        }
+        _ => None,
+    };
     {
         let stop = ctx.stop.clone();
         tokio.spawn(async move {
@@ -530,6 +568,13 @@ fn run(args: RunArgs, role: impl FnOnce(&Plan) -> Result<Role>) -> Result<ExitCo
             .block_on(server)
             .context("the HTTP server task failed")?
             .context("serving HTTP")?;
+    }
+    if let Some(pg_server) = pg_server {
+        let _ = pg_shutdown_tx.send(());
+        tokio
+            .block_on(pg_server)
+            .context("the Postgres protocol server task failed")?
+            .context("serving the Postgres protocol")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod http;
+pub mod pgwire;
 
 use std::sync::Arc;
 
