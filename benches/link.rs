@@ -148,6 +148,7 @@ fn main() {
     let listen = format!("127.0.0.1:{}", free_port());
     let mut cloud = edgeflow();
     cloud.args(["cloud", "--serve", "--listen", &listen, "--quiet"]);
+    cloud.args(["--pg-listen", "127.0.0.1:0"]);
     common(&mut cloud, &data);
     let mut cloud = cloud.stderr(Stdio::null()).spawn().expect("cloud");
     let mut edge = edgeflow();

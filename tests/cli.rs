@@ -174,6 +174,8 @@ fn serve(pipeline: &Path, data_dir: &Path) -> Served {
             "--serve",
             "--listen",
             "127.0.0.1:0",
+            "--pg-listen",
+            "127.0.0.1:0",
             "--quiet",
         ])
         .args(["--data-dir", data_dir.to_str().unwrap()])

@@ -6,8 +6,10 @@
 //! an exponentially weighted mean and variance over the key's earlier windows (weight
 //! `max(1/n, 1/16)` for the n-th window, so the first 16 windows are a plain average). The same
 //! code standardizes training windows and live ones, so the model always sees the same units.
-//! While running, only windows judged normal update the baseline, so a long anomaly does not
-//! become the new normal.
+//! Every window updates the baseline after it was standardized, anomalous or not: the baseline
+//! follows the signal's slow wander, and a long anomaly (a level shift) is absorbed after
+//! some tens of windows. Keeping flagged windows out instead looked attractive and measured
+//! badly: a key whose baseline went stale during an anomaly kept flagging every later window.
 
 /// Weight of a new window in the baseline once 16 windows were seen.
 const BASELINE_WEIGHT: f64 = 1.0 / 16.0;
@@ -49,6 +51,14 @@ impl Baseline {
     }
 }
 
+/// What scoring needs of a full window besides its standardized values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct WindowSummary {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub nan_readings: u32,
+}
+
 /// A window that is full: its readings, first and last event time, and NaN readings seen.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct FullWindow {
@@ -65,6 +75,17 @@ pub(crate) struct Channel {
     values: Vec<f64>,
     start_ms: i64,
     nan_readings: u32,
+}
+
+impl FullWindow {
+    /// Times and NaN count, without the readings.
+    pub(crate) fn summary(&self) -> WindowSummary {
+        WindowSummary {
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            nan_readings: self.nan_readings,
+        }
+    }
 }
 
 impl Channel {

@@ -3,7 +3,7 @@
 //!
 //! [`InferOperator`] is a batch-in/batch-out state machine like the detectors. Per key it cuts
 //! `window` consecutive readings into a window, standardizes it against the key's baseline
-//! ([`channel`]), and scores all the windows a batch completes in one batched, parallel burn
+//! (`channel`), and scores all the windows a batch completes in one batched, parallel burn
 //! forward pass ([`model`]). It emits one row per window: the time of its last reading, the
 //! key, `window_start`, `score` and `reason` (null for normal windows with `emit: all`).
 //!
@@ -26,7 +26,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
 
-use self::channel::{Channel, FullWindow};
+use self::channel::{Channel, WindowSummary};
 pub use self::model::AnomalyModel;
 use crate::error::{OperatorError, Result};
 use crate::schema::{EventSchema, FieldType};
@@ -144,10 +144,10 @@ impl KeyedReadings {
     }
 }
 
-/// A full window waiting for its score.
+/// A standardized window waiting for its score.
 struct Pending {
     key: u32,
-    window: FullWindow,
+    window: WindowSummary,
 }
 
 /// Scores per-key windows of a numeric field with an [`AnomalyModel`].
@@ -289,70 +289,40 @@ impl InferOperator {
         let readings = self.readings.read(batch)?;
         self.channels
             .resize_with(self.readings.keys(), Channel::default);
-        let window = self.model.shape().window;
-        // Full windows per key, in order. A key can complete several in one batch, and each
-        // one's standardization depends on whether the previous was normal, so they are scored
-        // in rounds: the first window of every key, then the second...
-        let mut rounds: Vec<Vec<Pending>> = Vec::new();
-        let mut completed = vec![0usize; self.channels.len()];
-        for r in readings {
-            if let Some(full) = self.channels[r.key as usize].push(r.ts_ms, r.value, window) {
-                let round = completed[r.key as usize];
-                completed[r.key as usize] += 1;
-                if rounds.len() <= round {
-                    rounds.push(Vec::new());
-                }
-                rounds[round].push(Pending {
-                    key: r.key,
-                    window: full,
-                });
-            }
-        }
-        let mut out = Emitted::default();
-        for round in rounds {
-            self.score_round(round, &mut out)?;
-        }
-        if out.keys.is_empty() {
-            return Ok(None);
-        }
-        let mut columns: Vec<ArrayRef> =
-            vec![Arc::new(TimestampMillisecondArray::from(out.end_ms))];
-        columns.extend(self.readings.interner.arrays(&out.keys));
-        columns.push(Arc::new(TimestampMillisecondArray::from(out.start_ms)));
-        columns.push(Arc::new(Float64Array::from(out.scores)));
-        columns.push(Arc::new(out.reasons.finish()));
-        Ok(Some(RecordBatch::try_new(
-            self.output_arrow.clone(),
-            columns,
-        )?))
-    }
-
-    fn score_round(&mut self, round: Vec<Pending>, out: &mut Emitted) -> Result<()> {
         let model = Arc::clone(&self.model);
-        let threshold = self.threshold();
         let w = model.shape().window;
         let warmup = u64::from(model.calibration().warmup_windows);
-        // Windows of keys still warming up only feed their baseline.
-        let mut scored = Vec::with_capacity(round.len());
-        let mut z = vec![0.0f32; round.len() * w];
-        let mut rows = 0;
-        for p in round {
-            let channel = &mut self.channels[p.key as usize];
-            if channel.baseline.windows() < warmup {
-                channel.baseline.update(&p.window.values);
+        // Standardize every window the batch completes, in arrival order: a window is
+        // standardized against its key's baseline before the window itself is folded in, so
+        // the result does not depend on the scores and all windows go through the model in one
+        // batched (parallel) call.
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut z: Vec<f32> = Vec::new();
+        for r in readings {
+            let channel = &mut self.channels[r.key as usize];
+            let Some(full) = channel.push(r.ts_ms, r.value, w) else {
                 continue;
+            };
+            if channel.baseline.windows() >= warmup {
+                let at = z.len();
+                z.resize(at + w, 0.0);
+                channel.baseline.standardize(&full.values, &mut z[at..]);
+                pending.push(Pending {
+                    key: r.key,
+                    window: full.summary(),
+                });
             }
-            channel
-                .baseline
-                .standardize(&p.window.values, &mut z[rows * w..(rows + 1) * w]);
-            rows += 1;
-            scored.push(p);
+            channel.baseline.update(&full.values);
         }
-        z.truncate(rows * w);
+        if pending.is_empty() {
+            return Ok(None);
+        }
         let errors = model.errors(&z, self.parallel)?;
-        self.windows_scored += rows as u64;
+        self.windows_scored += pending.len() as u64;
+        let threshold = self.threshold();
+        let mut out = Emitted::default();
         let mut text = String::new();
-        for (p, error) in scored.into_iter().zip(errors) {
+        for (p, error) in pending.into_iter().zip(errors) {
             let score = model.score(error);
             text.clear();
             // Writing to a String cannot fail.
@@ -372,9 +342,6 @@ impl InferOperator {
                 );
                 true
             } else {
-                self.channels[p.key as usize]
-                    .baseline
-                    .update(&p.window.values);
                 false
             };
             if exception || self.emit == InferEmit::All {
@@ -389,7 +356,19 @@ impl InferOperator {
                 }
             }
         }
-        Ok(())
+        if out.keys.is_empty() {
+            return Ok(None);
+        }
+        let mut columns: Vec<ArrayRef> =
+            vec![Arc::new(TimestampMillisecondArray::from(out.end_ms))];
+        columns.extend(self.readings.interner.arrays(&out.keys));
+        columns.push(Arc::new(TimestampMillisecondArray::from(out.start_ms)));
+        columns.push(Arc::new(Float64Array::from(out.scores)));
+        columns.push(Arc::new(out.reasons.finish()));
+        Ok(Some(RecordBatch::try_new(
+            self.output_arrow.clone(),
+            columns,
+        )?))
     }
 }
 

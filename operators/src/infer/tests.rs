@@ -194,7 +194,6 @@ fn wrong_or_corrupt_model_files_are_clear_errors() {
 fn naive_scores(model: &AnomalyModel, rows: &[(i64, String, f64)]) -> Vec<(String, i64, i64, f64)> {
     let w = model.shape().window;
     let warmup = u64::from(model.calibration().warmup_windows);
-    let threshold = model.calibration().threshold;
     let mut devices: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     devices.sort();
     devices.dedup();
@@ -211,9 +210,7 @@ fn naive_scores(model: &AnomalyModel, rows: &[(i64, String, f64)]) -> Vec<(Strin
             let mut z = vec![0.0f32; w];
             baseline.standardize(&values, &mut z);
             let score = model.score(model.errors(&z, false).unwrap()[0]);
-            if score < threshold {
-                baseline.update(&values);
-            }
+            baseline.update(&values);
             out.push((d.to_owned(), chunk[0].0, chunk[w - 1].0, score));
         }
     }
