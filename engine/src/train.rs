@@ -241,3 +241,84 @@ pub fn write_model(model: &AnomalyModel, path: &Path) -> Result<usize, EngineErr
     std::fs::write(path, &bytes).map_err(|e| io("write", e))?;
     Ok(bytes.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use edgeflow_connectors::FileSink;
+
+    use super::*;
+
+    fn options(input: TrainingInput) -> TrainOptions {
+        let mut config = TrainConfig::default();
+        config.epochs = 2;
+        TrainOptions {
+            input,
+            key: Vec::new(),
+            value: "value".into(),
+            time_field: "ts".into(),
+            config,
+        }
+    }
+
+    #[test]
+    fn the_same_readings_from_parquet_csv_or_the_generator_give_the_same_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let (devices, events, seed) = (4, 40_000, 3);
+        let from_generator = train_model(&options(TrainingInput::Generator {
+            devices,
+            events,
+            seed,
+        }))
+        .unwrap();
+        assert_eq!(from_generator.readings, events);
+
+        // The same readings written to files by the file sink.
+        let gen_opts = GeneratorOptions {
+            devices,
+            seed,
+            anomaly_rate: 0.0,
+            ..GeneratorOptions::default()
+        };
+        let schema = Generator::schema(&gen_opts).to_arrow();
+        let mut outcomes = Vec::new();
+        for name in ["readings.parquet", "readings.csv"] {
+            let path = dir.path().join(name);
+            let format = FileFormat::from_path(&path).unwrap();
+            let mut sink = FileSink::create(&path, format, schema.clone()).unwrap();
+            let mut generator = Generator::new(gen_opts.clone(), 0, 1).unwrap();
+            generator.set_limit(events);
+            while let Some(batch) = generator.next_batch(5000) {
+                sink.write(&batch).unwrap();
+            }
+            sink.finish().unwrap();
+            outcomes
+                .push(train_model(&options(TrainingInput::File { path, schema: None })).unwrap());
+        }
+        let expected = from_generator.model.to_bytes().unwrap();
+        for outcome in &outcomes {
+            assert_eq!(outcome.readings, events);
+            assert_eq!(outcome.report.windows, from_generator.report.windows);
+            assert!(outcome.model.to_bytes().unwrap() == expected);
+        }
+        // 4 devices x 2 sensors x (5000 readings / 32 = 156 windows - 16 warm-up).
+        assert_eq!(from_generator.report.windows, 8 * (156 - 16));
+    }
+
+    #[test]
+    fn schemas_parse_with_clear_errors() {
+        let s = parse_schema("ts:timestamp_ms, device:string,value:f64").unwrap();
+        assert_eq!(s.names().collect::<Vec<_>>(), ["ts", "device", "value"]);
+        assert!(parse_schema("ts").unwrap_err().contains("name:type"));
+        assert!(parse_schema("v:float").unwrap_err().contains("types are"));
+        assert!(parse_schema("").unwrap_err().contains("no fields"));
+        let err = train_model(&options(TrainingInput::File {
+            path: PathBuf::from("readings.txt"),
+            schema: None,
+        }))
+        .unwrap_err();
+        assert!(
+            format!("{err:?}").contains("cannot tell the format"),
+            "{err:?}"
+        );
+    }
+}
