@@ -249,8 +249,10 @@ mod tests {
     use super::*;
 
     fn options(input: TrainingInput) -> TrainOptions {
-        let mut config = TrainConfig::default();
-        config.epochs = 2;
+        let config = TrainConfig {
+            epochs: 2,
+            ..TrainConfig::default()
+        };
         TrainOptions {
             input,
             key: Vec::new(),
