@@ -186,27 +186,10 @@ impl Detector {
     ) -> Result<Self> {
         kind.validate()?;
         let user = |m: String| OperatorError::User(m);
-        let index_of = |name: &str, what: &str| {
-            input
-                .fields()
-                .iter()
-                .position(|(n, _)| n == name)
-                .ok_or_else(|| {
-                    user(format!(
-                        "{what} field \"{name}\" is not in the input schema {input}"
-                    ))
-                })
-        };
-        let value_column = index_of(value_field, "value")?;
-        let vt = input.fields()[value_column].1;
-        if !vt.is_numeric() {
-            return Err(user(format!(
-                "detector value field \"{value_field}\" must be i64 or f64, it is {vt}"
-            )));
-        }
+        let value_column = input.value_column_of(value_field, "detector")?;
         let key_columns = key
             .iter()
-            .map(|k| index_of(k, "key"))
+            .map(|k| input.column_of(k, "key"))
             .collect::<Result<Vec<_>>>()?;
         let key_types = key_columns.iter().map(|&i| input.fields()[i].1).collect();
         for extra in ["score", "reason"] {

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
+use crate::error::OperatorError;
+
 /// A field type as written in a pipeline's `schema:` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -99,6 +101,32 @@ impl EventSchema {
     /// Builds a schema from `(name, type)` pairs, in order.
     pub fn new(fields: Vec<(String, FieldType)>) -> Self {
         EventSchema { fields }
+    }
+
+    /// The column of field `name`, or a user error saying which `role` (key, value...) field
+    /// is missing.
+    pub fn column_of(&self, name: &str, role: &str) -> Result<usize, OperatorError> {
+        self.fields
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| {
+                OperatorError::User(format!(
+                    "{role} field \"{name}\" is not in the input schema {self}"
+                ))
+            })
+    }
+
+    /// The column of the numeric value field `name` that `operator` (e.g. "detector") scores.
+    pub fn value_column_of(&self, name: &str, operator: &str) -> Result<usize, OperatorError> {
+        let column = self.column_of(name, "value")?;
+        let t = self.fields[column].1;
+        if t.is_numeric() {
+            Ok(column)
+        } else {
+            Err(OperatorError::User(format!(
+                "{operator} value field \"{name}\" must be i64 or f64, it is {t}"
+            )))
+        }
     }
 
     /// The fields, in order.

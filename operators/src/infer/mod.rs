@@ -69,25 +69,8 @@ impl KeyedReadings {
         time_field: &str,
     ) -> Result<Self> {
         let user = |m: String| OperatorError::User(m);
-        let index_of = |name: &str, what: &str| {
-            input
-                .fields()
-                .iter()
-                .position(|(n, _)| n == name)
-                .ok_or_else(|| {
-                    user(format!(
-                        "{what} field \"{name}\" is not in the input schema {input}"
-                    ))
-                })
-        };
-        let value_column = index_of(value, "value")?;
-        let vt = input.fields()[value_column].1;
-        if !vt.is_numeric() {
-            return Err(user(format!(
-                "inference value field \"{value}\" must be i64 or f64, it is {vt}"
-            )));
-        }
-        let time_column = index_of(time_field, "time")?;
+        let value_column = input.value_column_of(value, "inference")?;
+        let time_column = input.column_of(time_field, "time")?;
         if input.fields()[time_column].1 != FieldType::TimestampMs {
             return Err(user(format!(
                 "time field \"{time_field}\" must be a timestamp_ms"
@@ -95,7 +78,7 @@ impl KeyedReadings {
         }
         let key_columns = key
             .iter()
-            .map(|k| index_of(k, "key"))
+            .map(|k| input.column_of(k, "key"))
             .collect::<Result<Vec<_>>>()?;
         let key_types = key_columns.iter().map(|&i| input.fields()[i].1).collect();
         Ok(KeyedReadings {
