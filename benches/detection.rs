@@ -24,6 +24,7 @@ use arrow::datatypes::TimestampMillisecondType;
 use edgeflow_connectors::{AnomalyShape, Generator, GeneratorOptions};
 use edgeflow_operators::detect::{Detector, DetectorKind, Emit};
 use edgeflow_operators::infer::{AnomalyModel, InferEmit, InferOperator};
+use edgeflow_operators::kernels::Exec;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -298,4 +299,31 @@ fn main() {
             events as f64 / secs / 1e6 / cores as f64,
         );
     }
+
+    // The model's forward pass alone: burn (what `infer` runs) against the same network in the
+    // SIMD dense-layer kernel, one thread, on 65536 windows.
+    let rows = 65_536;
+    let z: Vec<f32> = (0..rows * window)
+        .map(|i| ((i * 37 % 101) as f32 / 25.0) - 2.0)
+        .collect();
+    let kernel = model.to_kernel().expect("kernel");
+    let exec = Exec::new().serial();
+    let mut burn_secs = Vec::new();
+    let mut kernel_secs = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        std::hint::black_box(model.errors(&z, false).expect("burn"));
+        burn_secs.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        std::hint::black_box(kernel.forward(exec, &z).expect("kernel"));
+        kernel_secs.push(started.elapsed().as_secs_f64());
+    }
+    let (b, k) = (median(burn_secs), median(kernel_secs));
+    println!(
+        "model forward pass, 1 thread: burn (ndarray) {:.0} windows/s, SIMD dense kernel ({}) {:.0} windows/s: {:.1}x (median of {runs})",
+        rows as f64 / b,
+        exec.isa().name(),
+        rows as f64 / k,
+        b / k
+    );
 }

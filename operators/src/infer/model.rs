@@ -29,6 +29,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 
 use crate::error::{OperatorError, Result};
+use crate::kernels::{Activation, Dense, Mlp, WeightLayout};
 
 /// The value of the `edgeflow.format` metadata key of a model file.
 pub const FORMAT: &str = "edgeflow-autoencoder-v1";
@@ -304,6 +305,43 @@ impl AnomalyModel {
             out.extend(part?);
         }
         Ok(out)
+    }
+
+    /// The same network as the SIMD dense-layer kernel ([`Mlp`]), for comparing the two
+    /// forward passes (see the detection bench). The kernel rounds after every multiply and add
+    /// in sequential order, burn's matmul does not, so outputs agree to float tolerance, not
+    /// bit for bit.
+    pub fn to_kernel(&self) -> Result<Mlp> {
+        let layers = [
+            (&self.network.encode, Activation::Relu),
+            (&self.network.bottleneck, Activation::Tanh),
+            (&self.network.expand, Activation::Relu),
+            (&self.network.decode, Activation::Identity),
+        ];
+        let read = |t: TensorData| {
+            t.try_to_vec::<f32>()
+                .map_err(|e| OperatorError::Internal(format!("reading weights: {e:?}")))
+        };
+        let dense = layers
+            .into_iter()
+            .map(|(layer, activation)| {
+                let [inputs, outputs] = layer.weight.dims();
+                let weights = read(layer.weight.val().into_data())?;
+                let bias = match &layer.bias {
+                    Some(b) => read(b.val().into_data())?,
+                    None => vec![0.0; outputs],
+                };
+                Dense::new(
+                    inputs,
+                    outputs,
+                    &weights,
+                    WeightLayout::InOut,
+                    &bias,
+                    activation,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Mlp::new(dense)
     }
 
     /// The anomaly score of a reconstruction error: `|ln(e / e_ref)|` (see the module docs).

@@ -460,3 +460,26 @@ fn bad_settings_are_user_errors() {
     assert!(new(&["site"], "value", "ts", None).contains("key field \"site\""));
     assert!(new(&["device"], "value", "ts", Some(0.0)).contains("> 0"));
 }
+
+#[test]
+fn the_simd_dense_kernel_computes_the_same_network() {
+    let model = shared_model();
+    let w = model.shape().window;
+    let windows: Vec<f32> = (0..w * 300)
+        .map(|i| ((i * 37 % 101) as f32 / 25.0 - 2.0) * if i % 7 == 0 { 3.0 } else { 1.0 })
+        .collect();
+    let burn = model.errors(&windows, false).unwrap();
+    let kernel = model.to_kernel().unwrap();
+    let out = kernel
+        .forward(crate::kernels::Exec::new(), &windows)
+        .unwrap();
+    for (row, expected) in burn.iter().enumerate() {
+        let x = &windows[row * w..(row + 1) * w];
+        let y = &out[row * w..(row + 1) * w];
+        let e = x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / w as f32;
+        assert!(
+            (e - expected).abs() <= 1e-4 * expected.max(1.0),
+            "row {row}: {e} vs {expected}"
+        );
+    }
+}
