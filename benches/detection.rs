@@ -106,26 +106,35 @@ impl Confusion {
     }
 }
 
-/// The windows `infer` scored: key -> (start ts -> flagged).
-fn infer_windows(
-    model: &Arc<AnomalyModel>,
-    batches: &[RecordBatch],
-) -> HashMap<Key, HashMap<i64, bool>> {
-    let schema = Generator::schema(&GeneratorOptions {
+/// The generator's schema with the `anomaly` label column.
+fn labelled_schema() -> edgeflow_operators::schema::EventSchema {
+    Generator::schema(&GeneratorOptions {
         ground_truth: true,
         ..GeneratorOptions::default()
-    });
-    let key = vec!["device".to_owned(), "sensor".to_owned()];
-    let mut op = InferOperator::new(
-        &schema,
+    })
+}
+
+/// An `infer` operator over (device, sensor) windows of the labelled generator data.
+fn infer_operator(model: &Arc<AnomalyModel>, emit: InferEmit) -> InferOperator {
+    let key = ["device".to_owned(), "sensor".to_owned()];
+    InferOperator::new(
+        &labelled_schema(),
         &key,
         "value",
         "ts",
         model.clone(),
         None,
-        InferEmit::All,
+        emit,
     )
-    .expect("infer operator");
+    .expect("infer operator")
+}
+
+/// The windows `infer` scored: key -> (start ts -> flagged).
+fn infer_windows(
+    model: &Arc<AnomalyModel>,
+    batches: &[RecordBatch],
+) -> HashMap<Key, HashMap<i64, bool>> {
+    let mut op = infer_operator(model, InferEmit::All);
     let mut out: HashMap<Key, HashMap<i64, bool>> = HashMap::new();
     for b in batches {
         let Some(rows) = op.process(b).expect("infer") else {
@@ -146,13 +155,9 @@ fn infer_windows(
 
 /// Readings the z-score detector flags, per key in order.
 fn zscore_flags(threshold: f64, batches: &[RecordBatch]) -> HashMap<Key, Vec<bool>> {
-    let schema = Generator::schema(&GeneratorOptions {
-        ground_truth: true,
-        ..GeneratorOptions::default()
-    });
-    let key = vec!["device".to_owned(), "sensor".to_owned()];
+    let key = ["device".to_owned(), "sensor".to_owned()];
     let mut detector = Detector::new(
-        &schema,
+        &labelled_schema(),
         &key,
         "value",
         DetectorKind::ZScore {
@@ -255,11 +260,6 @@ fn main() {
     }
 
     // Throughput.
-    let schema = Generator::schema(&GeneratorOptions {
-        ground_truth: true,
-        ..GeneratorOptions::default()
-    });
-    let key = vec!["device".to_owned(), "sensor".to_owned()];
     let threads = rayon::current_num_threads();
     // Batches of 64 x 8192 readings, so a call completes many windows to score together;
     // concatenated before the clock starts.
@@ -271,16 +271,7 @@ fn main() {
         let mut rates = Vec::new();
         let mut windows = 0;
         for _ in 0..runs {
-            let mut op = InferOperator::new(
-                &schema,
-                &key,
-                "value",
-                "ts",
-                model.clone(),
-                None,
-                InferEmit::Exceptions,
-            )
-            .expect("infer operator");
+            let mut op = infer_operator(&model, InferEmit::Exceptions);
             if !parallel {
                 op = op.serial();
             }

@@ -174,7 +174,8 @@ impl AnomalyModel {
     /// missing or bad metadata, a tensor of the wrong shape) is an error that says which.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let bad = |m: String| OperatorError::User(format!("not a valid edgeflow model: {m}"));
-        let reader = burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        let bytes = Bytes::from_bytes_vec(bytes.to_vec());
+        let reader = burn_pack::Reader::from_bytes(bytes.clone())
             .map_err(|e| bad(format!("cannot read it as a burn record ({e})")))?;
         let meta = reader.metadata();
         match meta.get("edgeflow.format").map(String::as_str) {
@@ -227,8 +228,7 @@ impl AnomalyModel {
         if calibration.reference_error <= 0.0 || calibration.threshold <= 0.0 {
             return Err(bad("reference_error and threshold must be > 0".into()));
         }
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
-            .map_err(|e| bad(e.to_string()))?;
+        let record = ModuleRecord::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
         let network = Autoencoder::init(shape, 0, &cpu())
             .try_load_record(record)
             .map_err(|e| bad(e.to_string()))?;

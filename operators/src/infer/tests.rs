@@ -56,6 +56,16 @@ fn batch(rows: &[(i64, String, f64)]) -> RecordBatch {
     .unwrap()
 }
 
+/// An operator over per-device windows of [`schema`].
+fn device_operator(
+    model: Arc<AnomalyModel>,
+    threshold: Option<f64>,
+    emit: InferEmit,
+) -> InferOperator {
+    let key = ["device".to_owned()];
+    InferOperator::new(&schema(), &key, "value", "ts", model, threshold, emit).unwrap()
+}
+
 fn small_config() -> TrainConfig {
     TrainConfig {
         shape: ModelShape {
@@ -268,18 +278,8 @@ fn operator_matches_the_naive_scorer_in_any_batching() {
     let rows = with_anomalies();
     let expected = naive_scores(&model, &rows);
     assert!(expected.len() >= 6 * 70, "{}", expected.len());
-    let key = vec!["device".to_owned()];
     for (chunk, parallel) in [(rows.len(), true), (997, true), (61, false), (7, false)] {
-        let mut op = InferOperator::new(
-            &schema(),
-            &key,
-            "value",
-            "ts",
-            model.clone(),
-            None,
-            InferEmit::All,
-        )
-        .unwrap();
+        let mut op = device_operator(model.clone(), None, InferEmit::All);
         if !parallel {
             op = op.serial();
         }
@@ -300,17 +300,7 @@ fn operator_matches_the_naive_scorer_in_any_batching() {
 fn injected_anomalies_are_exceptions_and_normal_devices_are_quiet() {
     let model = shared_model();
     let rows = with_anomalies();
-    let key = vec!["device".to_owned()];
-    let mut op = InferOperator::new(
-        &schema(),
-        &key,
-        "value",
-        "ts",
-        model,
-        None,
-        InferEmit::Exceptions,
-    )
-    .unwrap();
+    let mut op = device_operator(model, None, InferEmit::Exceptions);
     let got = collect(&mut op, &rows, 512);
     let hit = |dev: &str, from: i64, to: i64| {
         got.iter()
@@ -335,17 +325,7 @@ fn threshold_and_model_can_be_replaced_while_running() {
     let model = shared_model();
     let rows = with_anomalies();
     let (first, second) = rows.split_at(rows.len() / 2);
-    let key = vec!["device".to_owned()];
-    let mut op = InferOperator::new(
-        &schema(),
-        &key,
-        "value",
-        "ts",
-        model.clone(),
-        None,
-        InferEmit::Exceptions,
-    )
-    .unwrap();
+    let mut op = device_operator(model.clone(), None, InferEmit::Exceptions);
     collect(&mut op, first, 500);
     assert_eq!(op.threshold(), model.calibration().threshold);
     assert!(op.set_threshold(Some(-1.0)).is_err());
@@ -383,17 +363,7 @@ fn threshold_and_model_can_be_replaced_while_running() {
 #[test]
 fn nan_readings_make_an_exception_and_nulls_are_skipped() {
     let model = shared_model();
-    let key = vec!["device".to_owned()];
-    let mut op = InferOperator::new(
-        &schema(),
-        &key,
-        "value",
-        "ts",
-        model,
-        None,
-        InferEmit::Exceptions,
-    )
-    .unwrap();
+    let mut op = device_operator(model, None, InferEmit::Exceptions);
     let mut rows = readings(1, 0, 16 * 20, 4);
     rows[16 * 18 + 3].2 = f64::NAN;
     let got = op.process(&batch(&rows)).unwrap().unwrap();
@@ -405,16 +375,7 @@ fn nan_readings_make_an_exception_and_nulls_are_skipped() {
 
     // Nulls take no slot: 16 valid readings among nulls make exactly one window.
     let schema = schema();
-    let mut op = InferOperator::new(
-        &schema,
-        &key,
-        "value",
-        "ts",
-        shared_model(),
-        Some(1e-6),
-        InferEmit::All,
-    )
-    .unwrap();
+    let mut op = device_operator(shared_model(), Some(1e-6), InferEmit::All);
     let values: Vec<Option<f64>> = (0..16 * 25 + 10)
         .map(|i| (i % 5 != 0).then_some(1.0 + (i % 3) as f64))
         .collect();

@@ -182,19 +182,16 @@ pub fn train(set: &TrainingSet, config: &TrainConfig) -> Result<(AnomalyModel, T
     let mut order: Vec<usize> = (0..n).collect();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed.wrapping_add(1));
     let mut epoch_loss = Vec::with_capacity(config.epochs);
-    let mut rows = Vec::with_capacity(config.batch_size * window);
     for _ in 0..config.epochs {
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0;
         for batch in order.chunks(config.batch_size) {
-            rows.clear();
-            for &i in batch {
-                rows.extend_from_slice(&set.windows[i * window..(i + 1) * window]);
-            }
-            let x = Tensor::<2>::from_data(
-                TensorData::new(rows.clone(), [batch.len(), window]),
-                &device,
-            );
+            let rows: Vec<f32> = batch
+                .iter()
+                .flat_map(|&i| &set.windows[i * window..(i + 1) * window])
+                .copied()
+                .collect();
+            let x = Tensor::<2>::from_data(TensorData::new(rows, [batch.len(), window]), &device);
             let loss = network.errors(x).mean();
             loss_sum += f64::from(loss.clone().into_scalar::<f32>()) * batch.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &network);
