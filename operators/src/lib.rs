@@ -7,6 +7,7 @@
 //! knows about timely, files or the network; the engine wires these pieces into dataflows.
 
 pub mod codec;
+pub mod control;
 pub mod detect;
 pub mod error;
 pub mod expr;
