@@ -15,9 +15,10 @@ use edgeflow_operators::schema::{EventSchema, FieldType};
 
 use crate::spec::{self, Diagnostics, NodeSpec, PipelineSpec, Pos, Reporter, did_you_mean};
 pub use crate::spec::{
-    AggregateSetting, DetectMethod, DetectSettings, FileFormatName, FileSourceSettings,
-    GeneratorSettings, InferSettings, KafkaFormat, KafkaSinkSettings, KafkaSourceSettings,
-    Operator, Placement, Port, SinkFormat, StreamRef, WindowSettings,
+    AggregateSetting, AggregateViewSettings, DetectMethod, DetectSettings, FileFormatName,
+    FileSourceSettings, GeneratorSettings, InferSettings, KafkaFormat, KafkaSinkSettings,
+    KafkaSourceSettings, Operator, Placement, Port, ReferenceSettings, ReferenceSource, SinkFormat,
+    StreamRef, WindowSettings,
 };
 
 /// A compiled pipeline.
@@ -151,7 +152,9 @@ pub fn default_placement(op: &Operator, inputs: impl IntoIterator<Item = Placeme
         | Operator::Detect(_)
         | Operator::Infer(_)
         | Operator::Window(_) => Placement::Edge,
-        Operator::Table { .. } => Placement::Cloud,
+        Operator::Table { .. } | Operator::Aggregate(_) | Operator::Reference(_) => {
+            Placement::Cloud
+        }
         Operator::Filter { .. }
         | Operator::Map { .. }
         | Operator::FileSink { .. }
@@ -216,6 +219,19 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter) -> Option<Plan> {
                             ),
                             None,
                         );
+                    } else if matches!(producer.operator, Operator::Reference(_)) {
+                        broken[i] = true;
+                        r.error(
+                            *pos,
+                            format!(
+                                "node \"{}\": input \"{stream}\" is a reference table, which is not a stream",
+                                node.id
+                            ),
+                            Some(format!(
+                                "read it from an aggregate with `lookup: {}`",
+                                producer.id
+                            )),
+                        );
                     } else if stream.port == Port::Late
                         && !matches!(producer.operator, Operator::Window(_))
                     {
@@ -251,6 +267,8 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter) -> Option<Plan> {
 
     // 3. Schemas, time fields, expressions, placement, in order.
     let mut streams: HashMap<StreamRef, StreamInfo> = HashMap::new();
+    // Streams of (row, diff) changes rather than events: an aggregate's output.
+    let mut changelogs: HashSet<StreamRef> = HashSet::new();
     let mut placements: Vec<Option<Placement>> = vec![None; spec.nodes.len()];
     let mut nodes = Vec::new();
     for &i in &order {
@@ -291,13 +309,44 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter) -> Option<Plan> {
             },
             None => continue,
         };
-        let Some((operator, output, late)) = type_node(r, node, &input) else {
+        let Some((mut operator, output, late)) = type_node(r, spec, node, &input) else {
             continue;
         };
+        match &mut operator {
+            Operator::Aggregate(a) => {
+                changelogs.insert(StreamRef::main(&node.id));
+                let lookup = a
+                    .lookup
+                    .as_deref()
+                    .and_then(|l| index.get(l).map(|&j| (l, j)));
+                if let Some((l, j)) = lookup
+                    && placements[j].is_some_and(|p| p != placement)
+                {
+                    r.error(
+                        node.pos_of("lookup"),
+                        format!(
+                            "node \"{}\" runs at the {} but its lookup \"{l}\" runs at the {}",
+                            node.id,
+                            placement.name(),
+                            placements[j].map_or("", Placement::name)
+                        ),
+                        Some(format!("give \"{l}\" the same `placement:`")),
+                    );
+                }
+            }
+            Operator::Table { changelog, .. } => {
+                *changelog = ins.iter().all(|(s, _, _)| changelogs.contains(s));
+            }
+            Operator::Filter { .. } if ins.iter().all(|(s, _, _)| changelogs.contains(s)) => {
+                changelogs.insert(StreamRef::main(&node.id));
+            }
+            _ => {}
+        }
         let time_field = output.as_ref().map(|o| o.time_field.clone());
-        let schema = match &output {
-            Some(o) => o.schema.clone(),
-            None => input.schema.clone(),
+        let schema = match (&output, &operator) {
+            (Some(o), _) => o.schema.clone(),
+            (None, Operator::Reference(settings)) => settings.schema.clone(),
+            (None, _) => input.schema.clone(),
         };
         for (field, _) in &node.compress.error_bounds {
             if schema.field_type(field) != Some(FieldType::F64) {
@@ -568,7 +617,12 @@ type Typed = (Operator, Option<StreamInfo>, Option<StreamInfo>);
 
 /// Types one node against its input: returns its operator (window time field filled in), its
 /// main output (`None` for sinks) and its late output.
-fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Typed> {
+fn type_node(
+    r: &mut Reporter,
+    spec: &PipelineSpec,
+    node: &NodeSpec,
+    input: &StreamInfo,
+) -> Option<Typed> {
     let id = &node.id;
     let schema = &input.schema;
     let same = || StreamInfo {
@@ -892,11 +946,200 @@ fn type_node(r: &mut Reporter, node: &NodeSpec, input: &StreamInfo) -> Option<Ty
                 }
             }
         }
-        Operator::Table { .. } | Operator::FileSink { .. } | Operator::Stdout { .. } => {
-            (node.operator.clone(), None, None)
+        Operator::Aggregate(settings) => {
+            let (settings, info) = type_aggregate(r, spec, node, input, settings, &check_field)?;
+            (Operator::Aggregate(settings), Some(info), None)
         }
+        Operator::Reference(_)
+        | Operator::Table { .. }
+        | Operator::FileSink { .. }
+        | Operator::Stdout { .. } => (node.operator.clone(), None, None),
     };
     ok.get().then_some(result)
+}
+
+/// The column of an aggregate's output that holds each change's multiplicity.
+pub const DIFF_COLUMN: &str = "diff";
+/// The column of an aggregate's output that holds the latest event time of the group.
+pub const LAST_EVENT_COLUMN: &str = "last_event";
+
+/// Checks an aggregate against its input and lookup, filling in the time field; its output
+/// is the group fields, the window bounds (windows only), the aggregates, `last_event`, and
+/// `diff`.
+fn type_aggregate(
+    r: &mut Reporter,
+    spec: &PipelineSpec,
+    node: &NodeSpec,
+    input: &StreamInfo,
+    settings: &AggregateViewSettings,
+    check_field: &dyn Fn(&mut Reporter, &str, &str, &str) -> Option<FieldType>,
+) -> Option<(AggregateViewSettings, StreamInfo)> {
+    let id = &node.id;
+    let mut settings = settings.clone();
+    let mut ok = true;
+    if settings.time_field.is_empty() {
+        settings.time_field = input.time_field.clone();
+    } else if let Some(t) = check_field(r, "time_field", "time_field", &settings.time_field)
+        && t != FieldType::TimestampMs
+    {
+        ok = false;
+        r.error(
+            node.pos_of("time_field"),
+            format!(
+                "node \"{id}\": field \"time_field\": \"{}\" has type {t}, not timestamp_ms",
+                settings.time_field
+            ),
+            None,
+        );
+    }
+    // Fields a group key or aggregate may name: the input's, then the lookup's.
+    let mut available = input.schema.clone();
+    if let Some(lookup) = &settings.lookup {
+        match spec.nodes.iter().find(|n| n.id == *lookup) {
+            Some(NodeSpec {
+                operator: Operator::Reference(reference),
+                ..
+            }) => {
+                let mut fields = available.fields().to_vec();
+                for k in &reference.key {
+                    let (ours, theirs) =
+                        (input.schema.field_type(k), reference.schema.field_type(k));
+                    if ours != theirs {
+                        ok = false;
+                        r.error(
+                            node.pos_of("lookup"),
+                            format!(
+                                "node \"{id}\": field \"lookup\": the reference's key field \"{k}\" is {} there but {} in the input",
+                                theirs.map_or("absent".to_owned(), |t| t.to_string()),
+                                ours.map_or("absent".to_owned(), |t| t.to_string()),
+                            ),
+                            Some("a lookup joins on the reference's `key` fields, which the input must have with the same types".into()),
+                        );
+                    }
+                }
+                for (name, t) in reference.schema.fields() {
+                    if reference.key.contains(name) {
+                        continue;
+                    }
+                    if input.schema.field_type(name).is_some() {
+                        ok = false;
+                        r.error(
+                            node.pos_of("lookup"),
+                            format!("node \"{id}\": field \"lookup\": the reference's field \"{name}\" is also a field of the input"),
+                            Some("rename one of them (a map on the input)".into()),
+                        );
+                    }
+                    fields.push((name.clone(), *t));
+                }
+                available = EventSchema::new(fields);
+            }
+            Some(other) => {
+                ok = false;
+                r.error(
+                    node.pos_of("lookup"),
+                    format!(
+                        "node \"{id}\": field \"lookup\": \"{lookup}\" is a {}, not a reference",
+                        other.kind
+                    ),
+                    None,
+                );
+            }
+            None => {
+                ok = false;
+                let hint = did_you_mean(lookup, spec.nodes.iter().map(|n| n.id.as_str()))
+                    .map(|m| format!("did you mean \"{m}\"?"));
+                r.error(
+                    node.pos_of("lookup"),
+                    format!("node \"{id}\": field \"lookup\": no node \"{lookup}\""),
+                    hint,
+                );
+            }
+        }
+    }
+    let field = |r: &mut Reporter, path: &str, setting: &str, name: &str| {
+        let t = available.field_type(name);
+        if t.is_none() {
+            r.error(
+                node.pos_of(path),
+                format!("node \"{id}\": field \"{setting}\": neither the input nor the lookup has a field \"{name}\""),
+                Some(field_hint(name, &available)),
+            );
+        }
+        t
+    };
+    let mut fields = Vec::new();
+    for (i, k) in settings.key.iter().enumerate() {
+        match field(r, &format!("key[{i}]"), "key", k) {
+            Some(t) => fields.push((k.clone(), t)),
+            None => ok = false,
+        }
+    }
+    for (i, k) in settings.identity.iter().enumerate() {
+        ok &= check_field(r, &format!("identity[{i}]"), "identity", k).is_some();
+    }
+    if settings.size_ms.is_some() {
+        fields.push(("window_start".to_owned(), FieldType::TimestampMs));
+        fields.push(("window_end".to_owned(), FieldType::TimestampMs));
+    }
+    let time_field = settings.time_field.clone();
+    for a in &mut settings.aggregates {
+        if a.func == "count" && a.output == "count" && available.field_type(&a.field).is_none() {
+            a.field = time_field.clone();
+        }
+    }
+    for (i, a) in settings.aggregates.iter().enumerate() {
+        let path = format!("aggregates[{i}]");
+        let Some(t) = field(r, &path, "aggregates", &a.field) else {
+            ok = false;
+            continue;
+        };
+        let out_type = match a.func.as_str() {
+            "count" | "count_distinct" => FieldType::I64,
+            _ if !t.is_numeric() => {
+                ok = false;
+                r.error(
+                    node.pos_of(&path),
+                    format!(
+                        "node \"{id}\": field \"aggregates\": {} needs an i64 or f64 field, but \"{}\" is {t}",
+                        a.func, a.field
+                    ),
+                    None,
+                );
+                continue;
+            }
+            "sum" | "min" | "max" => t,
+            _ => FieldType::F64,
+        };
+        fields.push((a.output.clone(), out_type));
+    }
+    fields.push((LAST_EVENT_COLUMN.to_owned(), FieldType::TimestampMs));
+    fields.push((DIFF_COLUMN.to_owned(), FieldType::I64));
+    for (i, (name, _)) in fields.iter().enumerate() {
+        if fields[..i].iter().any(|(n, _)| n == name) {
+            ok = false;
+            r.error(
+                node.pos,
+                format!("node \"{id}\": output column \"{name}\" appears twice"),
+                Some(format!(
+                    "\"window_start\", \"window_end\", \"{LAST_EVENT_COLUMN}\" and \"{DIFF_COLUMN}\" are added to every output; rename a key field with a map"
+                )),
+            );
+        }
+    }
+    let out_time = if settings.size_ms.is_some() {
+        "window_start"
+    } else {
+        LAST_EVENT_COLUMN
+    };
+    ok.then(|| {
+        (
+            settings,
+            StreamInfo {
+                schema: EventSchema::new(fields),
+                time_field: out_time.to_owned(),
+            },
+        )
+    })
 }
 
 #[cfg(test)]

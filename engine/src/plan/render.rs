@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-use super::{DetectMethod, Operator, Placement, Plan, PlanNode, Port, SinkFormat, StreamRef};
+use super::{
+    DetectMethod, Operator, Placement, Plan, PlanNode, Port, ReferenceSource, SinkFormat, StreamRef,
+};
 use crate::spec::FileFormatName;
 
 /// A duration in the largest unit that divides it exactly, as the spec language writes it.
@@ -131,7 +133,47 @@ fn settings(op: &Operator) -> String {
                 .map_or("model default".to_owned(), |t| t.to_string()),
             if i.emit_all { "all" } else { "exceptions" }
         ),
-        Operator::Table { name } => format!("name={name}"),
+        Operator::Aggregate(a) => {
+            let aggs: Vec<String> = a
+                .aggregates
+                .iter()
+                .map(|x| format!("{}({})", x.func, x.field))
+                .collect();
+            let mut text = format!(
+                "{} time_field={} key={} aggregates={}",
+                a.size_ms.map_or("running totals".to_owned(), |ms| format!(
+                    "size={} allowed_lateness={}",
+                    duration(ms),
+                    duration(a.allowed_lateness_ms)
+                )),
+                a.time_field,
+                list(&a.key),
+                list(&aggs),
+            );
+            if !a.identity.is_empty() {
+                text.push_str(&format!(" identity={}", list(&a.identity)));
+            }
+            if let Some(l) = &a.lookup {
+                text.push_str(&format!(" lookup={l}"));
+            }
+            text
+        }
+        Operator::Reference(r) => {
+            let ReferenceSource::File { path, .. } = &r.source;
+            format!(
+                "path={} key={} reload={}",
+                path.display(),
+                list(&r.key),
+                duration(r.reload_ms)
+            )
+        }
+        Operator::Table { name, changelog } => {
+            if *changelog {
+                format!("name={name} changelog")
+            } else {
+                format!("name={name}")
+            }
+        }
         Operator::FileSink { path, format } => format!(
             "path={} format={}",
             path.display(),

@@ -10,7 +10,7 @@ use timely::worker::Worker;
 use super::batch::{Batch, EventTime};
 use super::context::RunContext;
 use super::cut::{FrameIn, FrameOut, Producers};
-use super::{RunOptions, cut, kafka_nodes, sinks, sources, transforms, window};
+use super::{RunOptions, aggregate, cut, kafka_nodes, sinks, sources, transforms, window};
 use crate::error::EngineError;
 use crate::plan::{CutTopic, Operator, Placement, Plan, PlanNode, Port, StreamRef};
 
@@ -199,7 +199,12 @@ fn build_node<'scope>(
         Operator::Window(settings) => {
             window::window(require_input(node, input)?, node, settings, env)
         }
-        Operator::Table { name } => {
+        Operator::Aggregate(settings) => {
+            aggregate::aggregate(require_input(node, input)?, node, settings, env)
+        }
+        // Built by the aggregates that look it up, on their input's clock.
+        Operator::Reference(_) => Ok(NodeOutputs::default()),
+        Operator::Table { name, .. } => {
             sinks::table(require_input(node, input)?, node, name, env)?;
             Ok(NodeOutputs::default())
         }

@@ -5,6 +5,7 @@
 //! one process and meet through the embedded log, exactly where the Kafka transport will
 //! join separate edge and cloud processes.
 
+mod aggregate;
 pub mod batch;
 mod build;
 mod context;
@@ -157,12 +158,30 @@ fn human_bytes(bytes: u64) -> String {
 pub fn catalog_for(plan: &Plan, writers: usize) -> Catalog {
     let mut catalog = Catalog::new();
     for node in &plan.nodes {
-        if let Operator::Table { name } = &node.operator {
-            catalog.insert(Arc::new(MaterializedTable::new(
+        match &node.operator {
+            Operator::Table {
+                name,
+                changelog: false,
+            } => catalog.insert(Arc::new(MaterializedTable::new(
                 name,
                 node.schema.to_arrow(),
                 writers,
-            )));
+            ))),
+            Operator::Table {
+                name,
+                changelog: true,
+            } => {
+                // The table's columns are the changelog's but its `diff`.
+                let mut fields = node.schema.fields().to_vec();
+                fields.pop();
+                let schema = edgeflow_operators::schema::EventSchema::new(fields);
+                catalog.insert(Arc::new(MaterializedTable::changelog(
+                    name,
+                    schema.to_arrow(),
+                    writers,
+                )))
+            }
+            _ => {}
         }
     }
     catalog

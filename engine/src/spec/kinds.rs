@@ -132,6 +132,25 @@ pub const KINDS: &[KindInfo] = &[
         role: Role::Transform,
     },
     KindInfo {
+        name: "aggregate",
+        settings: &[
+            "key",
+            "size",
+            "allowed_lateness",
+            "aggregates",
+            "value",
+            "identity",
+            "lookup",
+            "time_field",
+        ],
+        role: Role::Transform,
+    },
+    KindInfo {
+        name: "reference",
+        settings: &["path", "format", "header", "schema", "key", "reload"],
+        role: Role::Source,
+    },
+    KindInfo {
         name: "table",
         settings: &["name"],
         role: Role::Sink,
@@ -358,6 +377,59 @@ pub struct WindowSettings {
     pub aggregates: Vec<AggregateSetting>,
 }
 
+/// Functions of an `aggregate` (a subset of the window's: the ones a changing multiset of
+/// rows can be kept under retractions, plus `count_distinct`).
+pub const VIEW_AGGREGATE_FUNCTIONS: &[&str] =
+    &["count", "sum", "min", "max", "mean", "count_distinct"];
+
+/// Settings of an `aggregate`: an incrementally maintained fleet view (differential dataflow).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggregateViewSettings {
+    /// Grouping fields, of the input or of the `lookup` reference (may be empty).
+    pub key: Vec<String>,
+    /// Event-time window length, ms; `None`: running totals over all time.
+    pub size_ms: Option<i64>,
+    /// How long after a window's end rows for it still update it, ms (windows only).
+    pub allowed_lateness_ms: i64,
+    /// The aggregates, in output order.
+    pub aggregates: Vec<AggregateSetting>,
+    /// Fields that identify an input row: a later row with the same identity replaces
+    /// (corrects) the earlier one. Empty: every row counts.
+    pub identity: Vec<String>,
+    /// A `reference` node whose rows are joined to every input row on the reference's key.
+    pub lookup: Option<String>,
+    /// The input's event-time field (filled by the planner when not written).
+    pub time_field: String,
+}
+
+/// Where a `reference` table comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReferenceSource {
+    /// A CSV or JSON-lines file, re-read when it changes.
+    File {
+        /// The file, resolved against the pipeline file's directory.
+        path: PathBuf,
+        /// CSV or JSON lines.
+        format: FileFormatName,
+        /// Whether a CSV file starts with a header line.
+        header: bool,
+    },
+}
+
+/// Settings of a `reference`: a keyed table that can change while the pipeline runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReferenceSettings {
+    /// Where the rows come from.
+    pub source: ReferenceSource,
+    /// The rows' fields.
+    pub schema: EventSchema,
+    /// Fields that identify a row (the join key of a `lookup`); a later row with the same
+    /// key replaces an earlier one.
+    pub key: Vec<String>,
+    /// How often the source is checked for changes, ms.
+    pub reload_ms: i64,
+}
+
 /// How a detector scores values.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DetectMethod {
@@ -439,10 +511,17 @@ pub enum Operator {
     Detect(DetectSettings),
     /// Model inference over per-key windows.
     Infer(InferSettings),
+    /// Incrementally maintained aggregates (differential dataflow); its output is a changelog.
+    Aggregate(AggregateViewSettings),
+    /// A keyed table read by `lookup`s, which may change while running.
+    Reference(ReferenceSettings),
     /// A materialized, SQL-queryable table.
     Table {
         /// The SQL table name.
         name: String,
+        /// Its input is a changelog (an `aggregate`): rows carry a `diff` and the table
+        /// holds their sum (filled by the planner).
+        changelog: bool,
     },
     /// Writes a file.
     FileSink {
@@ -618,6 +697,8 @@ pub(crate) fn build_node(
         ("window", _) => s.window(),
         ("detect", _) => s.detect(),
         ("infer", _) => s.infer(ctx),
+        ("aggregate", _) => s.aggregate(),
+        ("reference", _) => s.reference(ctx),
         ("table", _) => Some(s.table()),
         ("stdout", _) => s.stdout(),
         _ => None,
@@ -1711,7 +1792,150 @@ impl<'a> Settings<'a, '_> {
                 n.to_owned()
             }
         };
-        Operator::Table { name }
+        Operator::Table {
+            name,
+            changelog: false,
+        }
+    }
+
+    fn aggregate(&mut self) -> Option<Operator> {
+        let key = self.field_list("key");
+        let size_ms = match self.duration_ms("size") {
+            Some((0, pos)) => {
+                self.err(
+                    pos,
+                    "size",
+                    "must be longer than 0ms",
+                    Some("omit `size` for running totals".into()),
+                );
+                None
+            }
+            other => other.map(|(ms, _)| ms),
+        };
+        let allowed_lateness_ms = match self.duration_ms("allowed_lateness") {
+            Some((_, pos)) if size_ms.is_none() => {
+                self.err(
+                    pos,
+                    "allowed_lateness",
+                    "only applies to windows (with `size`); running totals take every row",
+                    None,
+                );
+                0
+            }
+            other => other.map_or(0, |(ms, _)| ms),
+        };
+        let value = self.string("value").unwrap_or_else(|| "value".to_owned());
+        let identity = self.field_list("identity");
+        let lookup = self.string("lookup");
+        let time_field = self.string("time_field").unwrap_or_default();
+        let mut aggregates: Vec<AggregateSetting> = Vec::new();
+        match self.list("aggregates") {
+            None if !self.positions.contains_key("aggregates") => self.missing(
+                "aggregates",
+                "add e.g. `aggregates: [count, sum(count), max(max)]`",
+            ),
+            None => {}
+            Some(items) if items.is_empty() => {
+                let pos = self.positions["aggregates"];
+                self.err(pos, "aggregates", "needs at least one aggregate", None);
+            }
+            Some(items) => {
+                for (text, pos) in items {
+                    match parse_function(&text, &value, VIEW_AGGREGATE_FUNCTIONS) {
+                        Ok(a) if aggregates.iter().any(|b| b.output == a.output) => self.err(
+                            pos,
+                            "aggregates",
+                            format!(
+                                "\"{text}\" is listed twice (output column \"{}\")",
+                                a.output
+                            ),
+                            None,
+                        ),
+                        Ok(a) => aggregates.push(a),
+                        Err((msg, hint)) => self.err(pos, "aggregates", msg, hint),
+                    }
+                }
+            }
+        }
+        Some(Operator::Aggregate(AggregateViewSettings {
+            key,
+            size_ms,
+            allowed_lateness_ms,
+            aggregates,
+            identity,
+            lookup,
+            time_field,
+        }))
+    }
+
+    fn reference(&mut self, ctx: &Context<'_>) -> Option<Operator> {
+        let path = self.required_path(ctx);
+        let format = path
+            .as_ref()
+            .and_then(|(p, _)| self.file_format(p, &["csv", "jsonl"]));
+        let header = self.bool("header", true);
+        let reload_ms = match self.duration_ms("reload") {
+            None => 1000,
+            Some((0, pos)) => {
+                self.err(pos, "reload", "must be longer than 0ms", None);
+                1000
+            }
+            Some((ms, _)) => ms,
+        };
+        let schema = match self.get("schema") {
+            Some(node) => {
+                let field = format!("node \"{}\": field \"schema\"", self.node);
+                let s = schema_value(self.r, node, ctx.schemas, &field);
+                if s.is_none() {
+                    self.broken = true;
+                }
+                s
+            }
+            None => {
+                self.missing(
+                    "schema",
+                    "a reference needs `schema:` (a schema name or an inline map)",
+                );
+                None
+            }
+        };
+        let key = self.field_list("key");
+        let schema = schema?;
+        if key.is_empty() && !self.positions.contains_key("key") {
+            self.missing("key", "add `key: [device]`: the fields a lookup joins on");
+        }
+        for (i, k) in key.iter().enumerate() {
+            if schema.field_type(k).is_none() {
+                let pos = self.positions[&format!("key[{i}]")];
+                self.err(
+                    pos,
+                    "key",
+                    format!("the schema has no field \"{k}\""),
+                    Some(match did_you_mean(k, schema.names()) {
+                        Some(m) => format!("did you mean \"{m}\"?"),
+                        None => format!(
+                            "fields are: {}",
+                            schema.names().collect::<Vec<_>>().join(", ")
+                        ),
+                    }),
+                );
+            }
+        }
+        let (_, path) = path?;
+        let format = match format? {
+            "csv" => FileFormatName::Csv,
+            _ => FileFormatName::JsonLines,
+        };
+        Some(Operator::Reference(ReferenceSettings {
+            source: ReferenceSource::File {
+                path,
+                format,
+                header,
+            },
+            schema,
+            key,
+            reload_ms,
+        }))
     }
 
     fn stdout(&mut self) -> Option<Operator> {
@@ -1722,6 +1946,15 @@ impl<'a> Settings<'a, '_> {
 
 /// Parses `fn` (over `value`) or `fn(field)`.
 fn parse_aggregate(text: &str, value: &str) -> Result<AggregateSetting, (String, Option<String>)> {
+    parse_function(text, value, AGGREGATE_FUNCTIONS)
+}
+
+/// Parses `fn` (over `value`) or `fn(field)`, `fn` one of `functions`.
+fn parse_function(
+    text: &str,
+    value: &str,
+    functions: &[&str],
+) -> Result<AggregateSetting, (String, Option<String>)> {
     let text = text.trim();
     let (func, field, explicit) = match text.split_once('(') {
         None => (text, value, false),
@@ -1735,17 +1968,15 @@ fn parse_aggregate(text: &str, value: &str) -> Result<AggregateSetting, (String,
             }
         },
     };
-    if !AGGREGATE_FUNCTIONS.contains(&func) {
-        let hint = Some(format!("functions are: {}", AGGREGATE_FUNCTIONS.join(", ")));
-        return Err(
-            match did_you_mean(func, AGGREGATE_FUNCTIONS.iter().copied()) {
-                Some(m) => (
-                    format!("unknown aggregate function \"{func}\"; did you mean \"{m}\"?"),
-                    hint,
-                ),
-                None => (format!("unknown aggregate function \"{func}\""), hint),
-            },
-        );
+    if !functions.contains(&func) {
+        let hint = Some(format!("functions are: {}", functions.join(", ")));
+        return Err(match did_you_mean(func, functions.iter().copied()) {
+            Some(m) => (
+                format!("unknown aggregate function \"{func}\"; did you mean \"{m}\"?"),
+                hint,
+            ),
+            None => (format!("unknown aggregate function \"{func}\""), hint),
+        });
     }
     Ok(AggregateSetting {
         func: func.to_owned(),

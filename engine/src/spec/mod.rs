@@ -19,6 +19,7 @@ pub use kinds::{
     FileSourceSettings, GeneratorSettings, InferSettings, KafkaFormat, KafkaSinkSettings,
     KafkaSourceSettings, Operator, SinkFormat, WindowSettings,
 };
+pub use kinds::{AggregateViewSettings, ReferenceSettings, ReferenceSource};
 pub use kinds::{load_model, parse_duration_ms};
 pub use yaml::Pos;
 
@@ -418,7 +419,7 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
 fn check_table_names(r: &mut Reporter, nodes: &[NodeSpec]) {
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for n in nodes {
-        if let Operator::Table { name } = &n.operator {
+        if let Operator::Table { name, .. } = &n.operator {
             if let Some(first) = seen.get(name.as_str()) {
                 r.error(
                     n.pos_of("name"),

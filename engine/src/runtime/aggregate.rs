@@ -1,0 +1,821 @@
+//! The `aggregate` kind on differential dataflow, and the `reference` tables it looks up.
+//!
+//! An aggregate keeps a view (group key, optional event-time window) -> aggregates that is
+//! *maintained*, never recomputed: every input row enters a differential collection as a
+//! +1 at the timely time (the watermark) it arrives at; a correction (a row whose `identity`
+//! was seen before) also retracts the row it replaces; a change of a reference row retracts
+//! and re-adds the joined rows it affects. Differential's `reduce` then updates only the
+//! groups whose input changed, and emits the change of the view: the old aggregate row with
+//! `diff = -1` and the new one with `diff = +1`, at the time the input changed. A `table`
+//! reading it holds the sum of these changes (see `sql::catalog`).
+//!
+//! Event-time windows are part of the group key (`window_start`), so a late row for a window
+//! that is still within `allowed_lateness` simply updates that window's row; a row for a
+//! window whose end plus the allowed lateness is at or behind the watermark is counted as
+//! late and sent to the dead-letter output.
+//!
+//! A reference is read (on worker 0) from its file when the dataflow starts, at time
+//! `EventTime::MIN`, so every row sees it; afterwards the file is checked every `reload`,
+//! and a change enters at the aggregate input's current watermark: the rows it joins with
+//! move from their old groups to their new ones in one consistent step. An input row with
+//! no reference row keeps the reference fields null (a left join), so nothing is dropped
+//! silently.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
+use differential_dataflow::AsCollection;
+use differential_dataflow::VecCollection as Collection;
+use edgeflow_connectors::error::chain;
+use edgeflow_connectors::file_source::{FileFormat, FileSource, FileSourceOptions};
+use edgeflow_operators::schema::{EventSchema, FieldType};
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Operator;
+
+use super::batch::{Batch, EventTime};
+use super::build::{BatchStream, BuildEnv, NodeOutputs};
+use super::exchange::exchange_by_key;
+use super::sinks::rows_as_dead_letters;
+use super::sources::operator_name;
+use super::transforms::input_schema;
+use crate::error::EngineError;
+use crate::metrics::NodeMetrics;
+use crate::plan::{
+    AggregateViewSettings, FileFormatName, Operator as PlanOperator, PlanNode, ReferenceSettings,
+    ReferenceSource,
+};
+
+/// A field value inside the differential dataflow: totally ordered and hashable (floats by
+/// `f64::total_cmp`), so rows can be keys, arranged and consolidated.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Value {
+    /// A null.
+    Null,
+    /// A `bool`.
+    Bool(bool),
+    /// An `i64`.
+    Int(i64),
+    /// A `timestamp_ms`.
+    Time(i64),
+    /// An `f64`.
+    Float(OrdF64),
+    /// A `string`.
+    Str(String),
+}
+
+/// An `f64` ordered by [`f64::total_cmp`] (equal exactly when the bits are equal).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct OrdF64(pub f64);
+
+impl PartialEq for OrdF64 {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+impl Eq for OrdF64 {}
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrdF64 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+impl std::hash::Hash for OrdF64 {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
+}
+
+impl Value {
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(v) | Value::Time(v) => Some(*v as f64),
+            Value::Float(v) => Some(v.0),
+            _ => None,
+        }
+    }
+}
+
+/// A row of values, in the order of the field list it was read by.
+pub type Row = Vec<Value>;
+
+/// The values of one column, row by row.
+fn column_values(array: &dyn Array, field_type: FieldType) -> Result<Vec<Value>, String> {
+    let wrong = || format!("column is not {field_type}");
+    let any = array.as_any();
+    let values = match field_type {
+        FieldType::TimestampMs => {
+            let a = any
+                .downcast_ref::<TimestampMillisecondArray>()
+                .ok_or_else(wrong)?;
+            a.iter()
+                .map(|v| v.map_or(Value::Null, Value::Time))
+                .collect()
+        }
+        FieldType::I64 => {
+            let a = any.downcast_ref::<Int64Array>().ok_or_else(wrong)?;
+            a.iter()
+                .map(|v| v.map_or(Value::Null, Value::Int))
+                .collect()
+        }
+        FieldType::F64 => {
+            let a = any.downcast_ref::<Float64Array>().ok_or_else(wrong)?;
+            a.iter()
+                .map(|v| v.map_or(Value::Null, |f| Value::Float(OrdF64(f))))
+                .collect()
+        }
+        FieldType::String => {
+            let a = any.downcast_ref::<StringArray>().ok_or_else(wrong)?;
+            a.iter()
+                .map(|v| v.map_or(Value::Null, |s| Value::Str(s.to_owned())))
+                .collect()
+        }
+        FieldType::Bool => {
+            let a = any.downcast_ref::<BooleanArray>().ok_or_else(wrong)?;
+            a.iter()
+                .map(|v| v.map_or(Value::Null, Value::Bool))
+                .collect()
+        }
+    };
+    Ok(values)
+}
+
+/// The rows of `batch` restricted to `fields` (names of `schema`), in that order.
+fn batch_rows(
+    batch: &RecordBatch,
+    schema: &EventSchema,
+    fields: &[String],
+) -> Result<Vec<Row>, String> {
+    let columns = fields
+        .iter()
+        .map(|name| {
+            let index = schema
+                .fields()
+                .iter()
+                .position(|(n, _)| n == name)
+                .ok_or_else(|| format!("no field {name}"))?;
+            let array = batch
+                .columns()
+                .get(index)
+                .ok_or_else(|| format!("batch has no column {index}"))?;
+            column_values(array.as_ref(), schema.fields()[index].1)
+                .map_err(|e| format!("field {name}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((0..batch.num_rows())
+        .map(|row| columns.iter().map(|c| c[row].clone()).collect())
+        .collect())
+}
+
+/// A column of `field_type` from values (anything of another type becomes null).
+fn values_to_array<'a>(values: impl Iterator<Item = &'a Value>, field_type: FieldType) -> ArrayRef {
+    match field_type {
+        FieldType::TimestampMs => {
+            Arc::new(TimestampMillisecondArray::from_iter(values.map(
+                |v| match v {
+                    Value::Time(t) | Value::Int(t) => Some(*t),
+                    _ => None,
+                },
+            )))
+        }
+        FieldType::I64 => Arc::new(Int64Array::from_iter(values.map(|v| match v {
+            Value::Int(t) | Value::Time(t) => Some(*t),
+            _ => None,
+        }))),
+        FieldType::F64 => Arc::new(Float64Array::from_iter(values.map(Value::as_f64))),
+        FieldType::String => Arc::new(StringArray::from_iter(values.map(|v| match v {
+            Value::Str(s) => Some(s.as_str()),
+            _ => None,
+        }))),
+        FieldType::Bool => Arc::new(BooleanArray::from_iter(values.map(|v| match v {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }))),
+    }
+}
+
+/// One aggregate of the view: its function and its column in the reduce input.
+#[derive(Clone, Copy, Debug)]
+enum ViewFn {
+    Count,
+    Sum { integer: bool },
+    Min,
+    Max,
+    Mean,
+    CountDistinct,
+}
+
+impl ViewFn {
+    fn parse(name: &str, input: FieldType) -> Option<ViewFn> {
+        Some(match name {
+            "count" => ViewFn::Count,
+            "sum" => ViewFn::Sum {
+                integer: input != FieldType::F64,
+            },
+            "min" => ViewFn::Min,
+            "max" => ViewFn::Max,
+            "mean" => ViewFn::Mean,
+            "count_distinct" => ViewFn::CountDistinct,
+            _ => return None,
+        })
+    }
+
+    /// The aggregate of column `column` over a group's rows and their multiplicities.
+    fn compute(self, column: usize, rows: &[(&Row, isize)]) -> Value {
+        let present = rows
+            .iter()
+            .filter(|(row, count)| *count > 0 && row[column] != Value::Null)
+            .map(|(row, count)| (&row[column], *count));
+        match self {
+            ViewFn::Count => Value::Int(present.map(|(_, c)| c as i64).sum()),
+            ViewFn::Sum { integer: true } => {
+                let mut seen = false;
+                let mut total = 0i64;
+                for (v, c) in present {
+                    if let Value::Int(x) | Value::Time(x) = v {
+                        seen = true;
+                        total = total.wrapping_add(x.wrapping_mul(c as i64));
+                    }
+                }
+                if seen { Value::Int(total) } else { Value::Null }
+            }
+            ViewFn::Sum { integer: false } => {
+                let mut seen = false;
+                let mut total = 0.0;
+                for (v, c) in present {
+                    if let Some(x) = v.as_f64() {
+                        seen = true;
+                        total += x * c as f64;
+                    }
+                }
+                if seen {
+                    Value::Float(OrdF64(total))
+                } else {
+                    Value::Null
+                }
+            }
+            ViewFn::Mean => {
+                let (mut n, mut total) = (0i64, 0.0);
+                for (v, c) in present {
+                    if let Some(x) = v.as_f64() {
+                        n += c as i64;
+                        total += x * c as f64;
+                    }
+                }
+                if n > 0 {
+                    Value::Float(OrdF64(total / n as f64))
+                } else {
+                    Value::Null
+                }
+            }
+            ViewFn::Min | ViewFn::Max => {
+                let not_nan = |v: &&Value| !matches!(v, Value::Float(f) if f.0.is_nan());
+                let values = present.map(|(v, _)| v).filter(not_nan);
+                let best = if matches!(self, ViewFn::Min) {
+                    values.min()
+                } else {
+                    values.max()
+                };
+                best.cloned().unwrap_or(Value::Null)
+            }
+            ViewFn::CountDistinct => {
+                Value::Int(present.map(|(v, _)| v).collect::<BTreeSet<_>>().len() as i64)
+            }
+        }
+    }
+}
+
+/// Where every part of an aggregate's rows comes from.
+struct Layout {
+    /// Input fields read, in row order: the lookup's key first, then what the view needs.
+    input_fields: Vec<String>,
+    /// Reference fields appended after a lookup (its non-key fields).
+    reference_fields: Vec<String>,
+    /// Positions of the group key fields in the joined row.
+    group: Vec<usize>,
+    /// Position of the time field in the joined row.
+    time: usize,
+    /// Per aggregate: its function and the position of its field in the joined row.
+    aggregates: Vec<(ViewFn, usize)>,
+    /// Number of lookup key fields (the first fields of a row).
+    lookup_key: usize,
+}
+
+impl Layout {
+    fn new(
+        settings: &AggregateViewSettings,
+        input: &EventSchema,
+        reference: Option<&ReferenceSettings>,
+    ) -> Result<Layout, String> {
+        let mut input_fields: Vec<String> = Vec::new();
+        let add = |name: &str, fields: &mut Vec<String>| {
+            if !fields.iter().any(|f| f == name) {
+                fields.push(name.to_owned());
+            }
+        };
+        let reference_fields: Vec<String> = reference
+            .map(|r| {
+                r.schema
+                    .names()
+                    .filter(|n| !r.key.iter().any(|k| k == n))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(r) = reference {
+            for k in &r.key {
+                add(k, &mut input_fields);
+            }
+        }
+        let from_input = |name: &str| input.field_type(name).is_some();
+        for name in settings
+            .key
+            .iter()
+            .chain(settings.aggregates.iter().map(|a| &a.field))
+            .chain(std::iter::once(&settings.time_field))
+        {
+            if from_input(name) {
+                add(name, &mut input_fields);
+            }
+        }
+        let position = |name: &str| {
+            input_fields
+                .iter()
+                .chain(&reference_fields)
+                .position(|f| f == name)
+                .ok_or_else(|| format!("field {name} is neither in the input nor the lookup"))
+        };
+        let field_type = |name: &str| {
+            input
+                .field_type(name)
+                .or_else(|| reference.and_then(|r| r.schema.field_type(name)))
+                .unwrap_or(FieldType::F64)
+        };
+        let aggregates = settings
+            .aggregates
+            .iter()
+            .map(|a| {
+                let f = ViewFn::parse(&a.func, field_type(&a.field))
+                    .ok_or_else(|| format!("unknown aggregate function {}", a.func))?;
+                Ok((f, position(&a.field)?))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Layout {
+            group: settings
+                .key
+                .iter()
+                .map(|k| position(k))
+                .collect::<Result<_, _>>()?,
+            time: position(&settings.time_field)?,
+            aggregates,
+            lookup_key: reference.map_or(0, |r| r.key.len()),
+            input_fields,
+            reference_fields,
+        })
+    }
+}
+
+/// Builds an aggregate node: its output is the changelog of the view.
+pub fn aggregate<'scope>(
+    stream: BatchStream<'scope>,
+    node: &PlanNode,
+    settings: &AggregateViewSettings,
+    env: &BuildEnv,
+) -> Result<NodeOutputs<'scope>, EngineError> {
+    let internal = |m: String| EngineError::Internal(format!("node {}: {m}", node.id));
+    let input = input_schema(node, env)?;
+    let reference = match &settings.lookup {
+        None => None,
+        Some(id) => match env.plan.node(id).map(|n| (n, &n.operator)) {
+            Some((n, PlanOperator::Reference(r))) => Some((n, r)),
+            _ => return Err(internal(format!("lookup {id} is not a reference node"))),
+        },
+    };
+    let layout = Layout::new(settings, &input, reference.map(|(_, r)| r)).map_err(internal)?;
+    let metrics = env
+        .ctx
+        .metrics
+        .node(&node.id, node.kind, node.placement.name());
+
+    let references = reference.map(|(ref_node, ref_settings)| {
+        reference_collection(stream.clone(), ref_node, ref_settings, env)
+    });
+    let rows = upsert_rows(
+        stream,
+        node,
+        settings,
+        &input,
+        &layout,
+        metrics.clone(),
+        env,
+    );
+    let rows: Collection<'scope, EventTime, Row> = match references {
+        None => rows,
+        Some(references) => {
+            let key_len = layout.lookup_key;
+            let padding = layout.reference_fields.len();
+            let keyed = rows.map(move |row| (row[..key_len].to_vec(), row));
+            let matched = keyed
+                .clone()
+                .join_map(references.clone(), |_key, row, rest| {
+                    let mut wide = row.clone();
+                    wide.extend(rest.iter().cloned());
+                    wide
+                });
+            let unmatched =
+                keyed
+                    .antijoin(references.map(|(key, _)| key))
+                    .map(move |(_key, mut row)| {
+                        row.extend(std::iter::repeat_n(Value::Null, padding));
+                        row
+                    });
+            matched.concat(unmatched)
+        }
+    };
+    let size = settings.size_ms;
+    let group = layout.group.clone();
+    let time = layout.time;
+    let functions = layout.aggregates.clone();
+    let view = rows
+        .map(move |row| {
+            let mut key: Row = group.iter().map(|&i| row[i].clone()).collect();
+            if let (Some(size), Value::Time(t)) = (size, &row[time]) {
+                key.push(Value::Time(t.div_euclid(size) * size));
+            }
+            let mut values: Row = functions.iter().map(|(_, i)| row[*i].clone()).collect();
+            values.push(row[time].clone());
+            (key, values)
+        })
+        .reduce_named(
+            &format!("aggregate[{}]", node.id),
+            move |_key, rows, output| {
+                let last = rows.first().map_or(0, |(r, _)| r.len() - 1);
+                if !rows.iter().any(|(_, count)| *count > 0) {
+                    return;
+                }
+                let mut values: Row = layout
+                    .aggregates
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (f, _))| f.compute(i, rows))
+                    .collect();
+                values.push(ViewFn::Max.compute(last, rows));
+                output.push((values, 1isize));
+            },
+        );
+    Ok(NodeOutputs {
+        main: Some(changes_to_batches(view, node, settings.size_ms, metrics)),
+        late: None,
+    })
+}
+
+/// Input rows as a collection: each row +1 at the time it arrives; a row whose identity was
+/// seen before also retracts the row it replaces. Rows of windows already closed (beyond the
+/// allowed lateness) and rows without an event time go to the dead-letter output.
+fn upsert_rows<'scope>(
+    stream: BatchStream<'scope>,
+    node: &PlanNode,
+    settings: &AggregateViewSettings,
+    input: &EventSchema,
+    layout: &Layout,
+    metrics: NodeMetrics,
+    env: &BuildEnv,
+) -> Collection<'scope, EventTime, Row> {
+    let keyed = if settings.identity.is_empty() {
+        stream
+    } else {
+        exchange_by_key(stream, &settings.identity, &node.id, env)
+    };
+    let ctx = env.ctx.clone();
+    let node_id = node.id.clone();
+    let input = input.clone();
+    let fields = layout.input_fields.clone();
+    let identity = settings.identity.clone();
+    let time = layout.time;
+    let window = settings.size_ms.map(|s| (s, settings.allowed_lateness_ms));
+    // Identity -> (the row it stands for, the end of its window plus the allowed lateness).
+    let mut latest: HashMap<Row, (Row, EventTime)> = HashMap::new();
+    let mut last_frontier = EventTime::MIN;
+    keyed
+        .unary_frontier::<CapacityContainerBuilder<Vec<(Row, EventTime, isize)>>, _, _, _>(
+            Pipeline,
+            &format!("rows[{}]", node.id),
+            move |_cap, _info| {
+                move |(input_handle, frontier), output| {
+                    input_handle.for_each(|cap, data| {
+                        let now = cap.least().copied().unwrap_or(EventTime::MIN);
+                        let mut session = output.session(&cap);
+                        for batch in data.drain(..) {
+                            metrics.batches_in.inc();
+                            metrics.events_in.inc_by(batch.num_rows() as u64);
+                            let rows = batch_rows(&batch, &input, &fields);
+                            let ids = batch_rows(&batch, &input, &identity);
+                            let (rows, ids) = match (rows, ids) {
+                                (Ok(rows), Ok(ids)) => (rows, ids),
+                                (Err(e), _) | (_, Err(e)) => {
+                                    metrics.errors.inc();
+                                    ctx.dead_letter(
+                                        &metrics,
+                                        &rows_as_dead_letters(&node_id, &batch, &e),
+                                    );
+                                    continue;
+                                }
+                            };
+                            let mut rejected: Vec<(u32, &str)> = Vec::new();
+                            for (i, (row, id)) in rows.into_iter().zip(ids).enumerate() {
+                                let Value::Time(t) = row[time] else {
+                                    rejected.push((i as u32, "no event time"));
+                                    continue;
+                                };
+                                let closes = match window {
+                                    Some((size, lateness)) => (t.div_euclid(size) * size)
+                                        .saturating_add(size)
+                                        .saturating_add(lateness),
+                                    None => EventTime::MAX,
+                                };
+                                if closes <= now {
+                                    metrics.late_events.inc();
+                                    rejected.push((i as u32, LATE_ROW));
+                                    continue;
+                                }
+                                if !identity.is_empty()
+                                    && let Some((old, _)) = latest.insert(id, (row.clone(), closes))
+                                {
+                                    session.give((old, now, -1));
+                                }
+                                session.give((row, now, 1));
+                            }
+                            dead_letter_rows(&ctx, &metrics, &node_id, &batch, &rejected);
+                        }
+                    });
+                    let frontier = frontier
+                        .frontier()
+                        .first()
+                        .copied()
+                        .unwrap_or(EventTime::MAX);
+                    if frontier > last_frontier {
+                        last_frontier = frontier;
+                        metrics.watermark.set(frontier);
+                        // A correction for these could only be late now.
+                        latest.retain(|_, (_, closes)| *closes > frontier);
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
+
+/// Why a row of a closed window is a dead letter.
+const LATE_ROW: &str =
+    "late row: its aggregate window had closed (see the aggregate's allowed_lateness)";
+
+fn dead_letter_rows(
+    ctx: &super::RunContext,
+    metrics: &NodeMetrics,
+    node: &str,
+    batch: &RecordBatch,
+    rejected: &[(u32, &str)],
+) {
+    if rejected.is_empty() {
+        return;
+    }
+    let mut by_reason: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for (row, reason) in rejected {
+        by_reason.entry(reason).or_default().push(*row);
+    }
+    for (reason, rows) in by_reason {
+        let indices = arrow::array::UInt32Array::from(rows);
+        match arrow::compute::take_record_batch(batch, &indices) {
+            Ok(rows) => ctx.dead_letter(metrics, &rows_as_dead_letters(node, &rows, reason)),
+            Err(e) => tracing::error!(node, error = %e, "cannot select dead-letter rows"),
+        }
+    }
+}
+
+/// The view's changes as batches of the node's output schema, each at its own time.
+fn changes_to_batches<'scope>(
+    view: Collection<'scope, EventTime, (Row, Row)>,
+    node: &PlanNode,
+    size_ms: Option<i64>,
+    metrics: NodeMetrics,
+) -> BatchStream<'scope> {
+    let schema = node.schema.clone();
+    let arrow_schema = schema.to_arrow();
+    let node_id = node.id.clone();
+    view.inner
+        .unary::<CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
+            Pipeline,
+            &operator_name(node),
+            move |_cap, _info| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut by_time: BTreeMap<EventTime, Vec<(Row, isize)>> = BTreeMap::new();
+                        for ((key, values), time, diff) in data.drain(..) {
+                            let mut row = key;
+                            if let Some(size) = size_ms
+                                && let Some(Value::Time(start)) = row.last()
+                            {
+                                let end = start.saturating_add(size);
+                                row.push(Value::Time(end));
+                            }
+                            row.extend(values);
+                            by_time.entry(time).or_default().push((row, diff));
+                        }
+                        for (time, changes) in by_time {
+                            let mut columns: Vec<ArrayRef> = schema
+                                .fields()
+                                .iter()
+                                .take(schema.fields().len() - 1)
+                                .enumerate()
+                                .map(|(i, (_, t))| {
+                                    values_to_array(changes.iter().map(|(r, _)| &r[i]), *t)
+                                })
+                                .collect();
+                            columns.push(Arc::new(Int64Array::from_iter_values(
+                                changes.iter().map(|(_, d)| *d as i64),
+                            )));
+                            match RecordBatch::try_new(arrow_schema.clone(), columns) {
+                                Ok(batch) => {
+                                    metrics.events_out.inc_by(batch.num_rows() as u64);
+                                    output.session(&cap.delayed(&time, 0)).give(Batch(batch));
+                                }
+                                Err(e) => {
+                                    metrics.errors.inc();
+                                    tracing::error!(node = %node_id, error = %e, "cannot build the view's changes");
+                                }
+                            }
+                        }
+                    });
+                }
+            },
+        )
+}
+
+/// A reference table as a collection of (key, other fields), read on worker 0 and re-read
+/// when its file changes; changes enter at the current frontier of `clock`.
+fn reference_collection<'scope>(
+    clock: BatchStream<'scope>,
+    node: &PlanNode,
+    settings: &ReferenceSettings,
+    env: &BuildEnv,
+) -> Collection<'scope, EventTime, (Row, Row)> {
+    let metrics = env
+        .ctx
+        .metrics
+        .node(&node.id, node.kind, node.placement.name());
+    let ctx = env.ctx.clone();
+    let reads = env.worker == 0;
+    let mut reader = ReferenceReader::new(node, settings);
+    let reload = Duration::from_millis(settings.reload_ms.max(1) as u64);
+    let scope = clock.scope();
+    clock
+        .unary_frontier::<CapacityContainerBuilder<Vec<((Row, Row), EventTime, isize)>>, _, _, _>(
+            Pipeline,
+            &operator_name(node),
+            move |cap, info| {
+                let activator = scope.activator_for(info.address);
+                let mut cap = reads.then_some(cap);
+                let mut loaded = false;
+                let mut last_check = Instant::now();
+                move |(input, frontier), output| {
+                    input.for_each(|_, data| data.clear());
+                    let Some(held) = cap.as_mut() else { return };
+                    if !loaded || last_check.elapsed() >= reload {
+                        last_check = Instant::now();
+                        match reader.changes(!loaded) {
+                            Ok((changes, letters)) => {
+                                loaded = true;
+                                ctx.dead_letter(&metrics, &letters);
+                                if !changes.is_empty() {
+                                    metrics.events_out.inc_by(changes.len() as u64);
+                                    let time = *held.time();
+                                    let mut session = output.session(&*held);
+                                    for (row, diff) in changes {
+                                        session.give((row, time, diff));
+                                    }
+                                }
+                            }
+                            Err(e) if !loaded => {
+                                ctx.fail(format!("node \"{}\": {e}", reader.node));
+                                cap = None;
+                                return;
+                            }
+                            Err(e) => {
+                                metrics.errors.inc();
+                                tracing::warn!(node = %reader.node, error = %e, "reference not reloaded; keeping its last contents");
+                            }
+                        }
+                    }
+                    match frontier.frontier().first() {
+                        None => cap = None,
+                        Some(frontier) => {
+                            if *frontier > *held.time() {
+                                held.downgrade(frontier);
+                            }
+                            activator.activate_after(reload);
+                        }
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
+
+/// Reads a reference file and turns each change of its contents into retractions and
+/// additions.
+struct ReferenceReader {
+    node: String,
+    path: std::path::PathBuf,
+    format: FileFormat,
+    header: bool,
+    schema: EventSchema,
+    key: Vec<String>,
+    others: Vec<String>,
+    /// The file's modification time and length when last read.
+    seen: Option<(SystemTime, u64)>,
+    rows: BTreeMap<Row, Row>,
+}
+
+type ReferenceChanges = (
+    Vec<((Row, Row), isize)>,
+    Vec<edgeflow_connectors::file_source::DeadLetter>,
+);
+
+impl ReferenceReader {
+    fn new(node: &PlanNode, settings: &ReferenceSettings) -> Self {
+        let ReferenceSource::File {
+            path,
+            format,
+            header,
+        } = &settings.source;
+        ReferenceReader {
+            node: node.id.clone(),
+            path: path.clone(),
+            format: match format {
+                FileFormatName::Csv => FileFormat::Csv,
+                FileFormatName::JsonLines => FileFormat::JsonLines,
+            },
+            header: *header,
+            schema: settings.schema.clone(),
+            key: settings.key.clone(),
+            others: settings
+                .schema
+                .names()
+                .filter(|n| !settings.key.iter().any(|k| k == n))
+                .map(str::to_owned)
+                .collect(),
+            seen: None,
+            rows: BTreeMap::new(),
+        }
+    }
+
+    /// What changed since the last read (everything on the first); nothing when the file's
+    /// modification time and length are unchanged, unless `force`.
+    fn changes(&mut self, force: bool) -> Result<ReferenceChanges, String> {
+        let meta = std::fs::metadata(&self.path)
+            .map_err(|e| format!("reading reference {}: {e}", self.path.display()))?;
+        let stamp = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+        );
+        if !force && self.seen == Some(stamp) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut options = FileSourceOptions::new(&self.path, self.format, self.schema.clone());
+        options.has_header = self.header;
+        let mut source = FileSource::open(&self.node, options).map_err(|e| chain(&e))?;
+        let mut rows = BTreeMap::new();
+        let mut letters = Vec::new();
+        while let Some((batch, rejected)) = source.next_batch().map_err(|e| chain(&e))? {
+            letters.extend(rejected);
+            let keys = batch_rows(&batch, &self.schema, &self.key)?;
+            let others = batch_rows(&batch, &self.schema, &self.others)?;
+            // A later row with the same key replaces an earlier one.
+            rows.extend(keys.into_iter().zip(others));
+        }
+        self.seen = Some(stamp);
+        let mut changes = Vec::new();
+        for (key, old) in &self.rows {
+            if rows.get(key) != Some(old) {
+                changes.push(((key.clone(), old.clone()), -1));
+            }
+        }
+        for (key, new) in &rows {
+            if self.rows.get(key) != Some(new) {
+                changes.push(((key.clone(), new.clone()), 1));
+            }
+        }
+        self.rows = rows;
+        Ok((changes, letters))
+    }
+}
