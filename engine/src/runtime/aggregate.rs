@@ -21,7 +21,7 @@
 //! no reference row keeps the reference fields null (a left join), so nothing is dropped
 //! silently.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -230,69 +230,261 @@ impl ViewFn {
         })
     }
 
-    /// The aggregate of column `column` over a group's rows and their multiplicities.
-    fn compute(self, column: usize, rows: &[(&Row, isize)]) -> Value {
-        let present = rows
-            .iter()
-            .filter(|(row, count)| *count > 0 && row[column] != Value::Null)
-            .map(|(row, count)| (&row[column], *count));
-        match self {
-            ViewFn::Count => Value::Int(present.map(|(_, c)| c as i64).sum()),
-            ViewFn::Sum { integer: true } => {
-                let mut seen = false;
-                let mut total = 0i64;
-                for (v, c) in present {
-                    if let Value::Int(x) | Value::Time(x) = v {
-                        seen = true;
-                        total = total.wrapping_add(x.wrapping_mul(c as i64));
-                    }
-                }
-                if seen { Value::Int(total) } else { Value::Null }
-            }
-            ViewFn::Sum { integer: false } => {
-                let mut seen = false;
-                let mut total = 0.0;
-                for (v, c) in present {
-                    if let Some(x) = v.as_f64() {
-                        seen = true;
-                        total += x * c as f64;
-                    }
-                }
-                if seen {
-                    Value::Float(OrdF64(total))
-                } else {
-                    Value::Null
-                }
-            }
-            ViewFn::Mean => {
-                let (mut n, mut total) = (0i64, 0.0);
-                for (v, c) in present {
-                    if let Some(x) = v.as_f64() {
-                        n += c as i64;
-                        total += x * c as f64;
-                    }
-                }
-                if n > 0 {
-                    Value::Float(OrdF64(total / n as f64))
-                } else {
-                    Value::Null
-                }
-            }
-            ViewFn::Min | ViewFn::Max => {
-                let not_nan = |v: &&Value| !matches!(v, Value::Float(f) if f.0.is_nan());
-                let values = present.map(|(v, _)| v).filter(not_nan);
-                let best = if matches!(self, ViewFn::Min) {
-                    values.min()
-                } else {
-                    values.max()
-                };
-                best.cloned().unwrap_or(Value::Null)
-            }
-            ViewFn::CountDistinct => {
-                Value::Int(present.map(|(v, _)| v).collect::<BTreeSet<_>>().len() as i64)
-            }
+    /// Whether the function is kept as a running sum (its state is an [`Accum`] slot) rather
+    /// than as an extreme of the group's values.
+    fn is_abelian(self) -> bool {
+        !matches!(self, ViewFn::Min | ViewFn::Max)
+    }
+}
+
+/// The part of a group's aggregates that adds up: per aggregate, the number of non-null
+/// (non-NaN) values (distinct values for `count_distinct`), their float sum and their
+/// integer sum. It is the *difference* type of a differential collection, so differential
+/// keeps one consolidated `Accum` per group and time, and a retraction is a subtraction:
+/// updating a group costs the same whatever its size.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Accum {
+    rows: i64,
+    counts: Vec<i64>,
+    sums: Vec<OrdF64>,
+    ints: Vec<i64>,
+}
+
+impl Accum {
+    fn zero(n: usize) -> Self {
+        Accum {
+            rows: 0,
+            counts: vec![0; n],
+            sums: vec![OrdF64(0.0); n],
+            ints: vec![0; n],
         }
     }
+
+    /// One row's contribution (count_distinct slots excluded: see [`Accum::distinct`]).
+    fn of_row(row: &Row, aggregates: &[(ViewFn, usize)]) -> Self {
+        let mut accum = Accum::zero(aggregates.len());
+        accum.rows = 1;
+        for (i, (f, column)) in aggregates.iter().enumerate() {
+            if !f.is_abelian() || matches!(f, ViewFn::CountDistinct) {
+                continue;
+            }
+            match &row[*column] {
+                Value::Null => {}
+                Value::Float(v) if v.0.is_nan() => {}
+                Value::Int(v) | Value::Time(v) => {
+                    accum.counts[i] = 1;
+                    accum.ints[i] = *v;
+                    accum.sums[i] = OrdF64(*v as f64);
+                }
+                Value::Float(v) => {
+                    accum.counts[i] = 1;
+                    accum.sums[i] = *v;
+                }
+                _ => accum.counts[i] = 1,
+            }
+        }
+        accum
+    }
+
+    /// One distinct value of aggregate `i`.
+    fn distinct(n: usize, i: usize) -> Self {
+        let mut accum = Accum::zero(n);
+        accum.counts[i] = 1;
+        accum
+    }
+}
+
+impl differential_dataflow::difference::IsZero for Accum {
+    /// Exactly zero. A correction that keeps a group's counts changes its sums, so counts
+    /// alone do not tell; a group emptied with rounding left in its float sums stays as an
+    /// entry without rows, which has no extremes and so never reaches the view.
+    fn is_zero(&self) -> bool {
+        self.rows == 0
+            && self.counts.iter().all(|c| *c == 0)
+            && self.ints.iter().all(|i| *i == 0)
+            && self.sums.iter().all(|s| s.0 == 0.0)
+    }
+}
+
+impl differential_dataflow::difference::Semigroup for Accum {
+    fn plus_equals(&mut self, rhs: &Self) {
+        // `Monoid::zero` has no slots: it takes the width of what is added to it.
+        if self.counts.len() < rhs.counts.len() {
+            let n = rhs.counts.len();
+            self.counts.resize(n, 0);
+            self.sums.resize(n, OrdF64(0.0));
+            self.ints.resize(n, 0);
+        }
+        self.rows += rhs.rows;
+        for (a, b) in self.counts.iter_mut().zip(&rhs.counts) {
+            *a += b;
+        }
+        for (a, b) in self.sums.iter_mut().zip(&rhs.sums) {
+            a.0 += b.0;
+        }
+        for (a, b) in self.ints.iter_mut().zip(&rhs.ints) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+}
+
+impl differential_dataflow::difference::Monoid for Accum {
+    fn zero() -> Self {
+        Accum::zero(0)
+    }
+}
+
+impl differential_dataflow::difference::Abelian for Accum {
+    fn negate(&mut self) {
+        self.multiply_in_place(-1);
+    }
+}
+
+impl differential_dataflow::difference::Multiply<isize> for Accum {
+    type Output = Accum;
+    fn multiply(mut self, rhs: &isize) -> Accum {
+        self.multiply_in_place(*rhs as i64);
+        self
+    }
+}
+
+impl Accum {
+    fn multiply_in_place(&mut self, by: i64) {
+        self.rows *= by;
+        for c in &mut self.counts {
+            *c *= by;
+        }
+        for s in &mut self.sums {
+            s.0 *= by as f64;
+        }
+        for i in &mut self.ints {
+            *i = i.wrapping_mul(by);
+        }
+    }
+}
+
+/// Buckets per group of the first level of the extremes: a change re-scans one bucket's
+/// values and the group's bucket extremes, not the whole group.
+const EXTREME_BUCKETS: u64 = 128;
+
+/// Per extreme column, the smallest (`want_max == false`) or largest non-null, non-NaN
+/// value of `rows` (each a list of such columns) with a positive multiplicity.
+fn fold_extremes(kinds: &[bool], rows: &[(&Row, isize)]) -> Row {
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(c, want_max)| {
+            let values = rows
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, _)| &r[c])
+                .filter(|v| {
+                    !matches!(v, Value::Null) && !matches!(v, Value::Float(f) if f.0.is_nan())
+                });
+            let best = if *want_max {
+                values.max()
+            } else {
+                values.min()
+            };
+            best.cloned().unwrap_or(Value::Null)
+        })
+        .collect()
+}
+
+/// The view of keyed rows: the adding-up aggregates as an [`Accum`] per group
+/// (`count_total` over the rows exploded into their contributions), the extremes (min, max,
+/// the latest event time) by a two-level reduce over hash buckets, joined per group.
+fn maintain_view<'scope>(
+    keyed: Collection<'scope, EventTime, (Row, Row)>,
+    layout: &Layout,
+    node: &str,
+) -> Collection<'scope, EventTime, (Row, Row)> {
+    use differential_dataflow::hashable::Hashable;
+    use differential_dataflow::operators::CountTotal;
+
+    let aggregates = layout.aggregates.clone();
+    let n = aggregates.len();
+    let contributions = {
+        let aggregates = aggregates.clone();
+        keyed
+            .clone()
+            .explode(move |(key, row)| std::iter::once((key, Accum::of_row(&row, &aggregates))))
+    };
+    let distinct_columns: Vec<(usize, usize)> = aggregates
+        .iter()
+        .enumerate()
+        .filter(|(_, (f, _))| matches!(f, ViewFn::CountDistinct))
+        .map(|(i, (_, column))| (i, *column))
+        .collect();
+    let contributions = if distinct_columns.is_empty() {
+        contributions
+    } else {
+        let columns = distinct_columns.clone();
+        let distinct = keyed
+            .clone()
+            .flat_map(move |(key, row)| {
+                columns
+                    .iter()
+                    .filter(|(_, c)| row[*c] != Value::Null)
+                    .map(|(i, c)| (key.clone(), *i, row[*c].clone()))
+                    .collect::<Vec<_>>()
+            })
+            .distinct()
+            .explode(move |(key, i, _value)| std::iter::once((key, Accum::distinct(n, i))));
+        contributions.concat(distinct)
+    };
+    let totals = contributions.count_total();
+
+    // Extreme columns: every min/max aggregate, then the time field (for `last_event`).
+    let mut extreme_columns: Vec<(usize, bool)> = aggregates
+        .iter()
+        .filter(|(f, _)| !f.is_abelian())
+        .map(|(f, column)| (*column, matches!(f, ViewFn::Max)))
+        .collect();
+    extreme_columns.push((layout.time, true));
+    let kinds: Vec<bool> = extreme_columns.iter().map(|(_, max)| *max).collect();
+    let (first, second) = (kinds.clone(), kinds);
+    let extremes = keyed
+        .map(move |(key, row)| {
+            let values: Row = extreme_columns
+                .iter()
+                .map(|(c, _)| row[*c].clone())
+                .collect();
+            let bucket = values.hashed() % EXTREME_BUCKETS;
+            ((key, bucket), values)
+        })
+        .reduce_named(&format!("extremes[{node}]"), move |_key, rows, output| {
+            output.push((fold_extremes(&first, rows), 1isize));
+        })
+        .map(|((key, _bucket), values)| (key, values))
+        .reduce_named(&format!("extremes[{node}]"), move |_key, rows, output| {
+            output.push((fold_extremes(&second, rows), 1isize));
+        });
+
+    totals
+        .map(|(key, accum)| (key, accum))
+        .join_map(extremes, move |key, accum, extremes| {
+            let mut extremes = extremes.iter();
+            let mut values: Row = aggregates
+                .iter()
+                .enumerate()
+                .map(|(i, (f, _))| {
+                    let count = accum.counts[i];
+                    match f {
+                        ViewFn::Count | ViewFn::CountDistinct => Value::Int(count),
+                        _ if count == 0 && f.is_abelian() => Value::Null,
+                        ViewFn::Sum { integer: true } => Value::Int(accum.ints[i]),
+                        ViewFn::Sum { integer: false } => Value::Float(accum.sums[i]),
+                        ViewFn::Mean => Value::Float(OrdF64(accum.sums[i].0 / count as f64)),
+                        ViewFn::Min | ViewFn::Max => {
+                            extremes.next().cloned().unwrap_or(Value::Null)
+                        }
+                    }
+                })
+                .collect();
+            values.push(extremes.next().cloned().unwrap_or(Value::Null));
+            (key.clone(), values)
+        })
 }
 
 /// Where every part of an aggregate's rows comes from.
@@ -445,34 +637,14 @@ pub fn aggregate<'scope>(
     let size = settings.size_ms;
     let group = layout.group.clone();
     let time = layout.time;
-    let functions = layout.aggregates.clone();
-    let view = rows
-        .map(move |row| {
-            let mut key: Row = group.iter().map(|&i| row[i].clone()).collect();
-            if let (Some(size), Value::Time(t)) = (size, &row[time]) {
-                key.push(Value::Time(t.div_euclid(size) * size));
-            }
-            let mut values: Row = functions.iter().map(|(_, i)| row[*i].clone()).collect();
-            values.push(row[time].clone());
-            (key, values)
-        })
-        .reduce_named(
-            &format!("aggregate[{}]", node.id),
-            move |_key, rows, output| {
-                let last = rows.first().map_or(0, |(r, _)| r.len() - 1);
-                if !rows.iter().any(|(_, count)| *count > 0) {
-                    return;
-                }
-                let mut values: Row = layout
-                    .aggregates
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (f, _))| f.compute(i, rows))
-                    .collect();
-                values.push(ViewFn::Max.compute(last, rows));
-                output.push((values, 1isize));
-            },
-        );
+    let keyed = rows.map(move |row| {
+        let mut key: Row = group.iter().map(|&i| row[i].clone()).collect();
+        if let (Some(size), Value::Time(t)) = (size, &row[time]) {
+            key.push(Value::Time(t.div_euclid(size) * size));
+        }
+        (key, row)
+    });
+    let view = maintain_view(keyed, &layout, &node.id);
     Ok(NodeOutputs {
         main: Some(changes_to_batches(view, node, settings.size_ms, metrics)),
         late: None,
