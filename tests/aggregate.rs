@@ -30,16 +30,18 @@ struct Summary {
 
 /// Rows in file order: summaries every 5 s per device and sensor over 3 hours, some
 /// corrected a few rows later, some sent again an hour late, plus malformed lines.
-/// Returns the CSV text, the rows a windowed view must hold (late rows and superseded rows
-/// out), and the rows running totals must hold (no lateness: a stale row replaces the row
-/// with its identity like any correction).
-fn make_input(seed: u64) -> (String, Vec<Summary>, Vec<Summary>) {
+/// Returns the CSV text; the rows a windowed view with an identity must hold (late rows and
+/// superseded rows out); the rows running totals must hold (no lateness: a stale row
+/// replaces the row with its identity like any correction); and every row that is not late
+/// (what a windowed view without an identity counts: a correction is one more row).
+fn make_input(seed: u64) -> (String, Vec<Summary>, Vec<Summary>, Vec<Summary>) {
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
     let devices = 7;
     let mut lines = vec!["ts,device,sensor,count,mean,max".to_owned()];
     let mut current: BTreeMap<(String, String, i64), Summary> = BTreeMap::new();
     let mut pending_corrections: Vec<Summary> = Vec::new();
     let mut stale_rows: Vec<Summary> = Vec::new();
+    let mut on_time: Vec<Summary> = Vec::new();
     let line = |s: &Summary| {
         format!(
             "{},{},{},{},{},{}",
@@ -59,6 +61,7 @@ fn make_input(seed: u64) -> (String, Vec<Summary>, Vec<Summary>) {
                     max: rng.random_range(0..4000) as f64 / 4.0,
                 };
                 lines.push(line(&s));
+                on_time.push(s.clone());
                 current.insert((s.device.clone(), s.sensor.clone(), ts), s.clone());
                 if rng.random_range(0..40) == 0 {
                     let mut fixed = s.clone();
@@ -72,6 +75,7 @@ fn make_input(seed: u64) -> (String, Vec<Summary>, Vec<Summary>) {
         if step % 2 == 1 {
             for fixed in pending_corrections.drain(..) {
                 lines.push(line(&fixed));
+                on_time.push(fixed.clone());
                 current.insert(
                     (fixed.device.clone(), fixed.sensor.clone(), fixed.ts),
                     fixed,
@@ -103,6 +107,7 @@ fn make_input(seed: u64) -> (String, Vec<Summary>, Vec<Summary>) {
         lines.join("\n") + "\n",
         windowed,
         current.into_values().collect(),
+        on_time,
     )
 }
 
@@ -145,7 +150,16 @@ nodes:
     key: [device]
     identity: [device, sensor, ts]
     aggregates: [sum(count), max(max)]
+  by_line_rows:
+    kind: aggregate
+    inputs: [summaries]
+    lookup: registry
+    key: [line]
+    size: 1m
+    allowed_lateness: 2m
+    aggregates: [count, sum(count), max(max), mean(mean), min(mean), count_distinct(device)]
   line_view: { kind: table, inputs: [by_line] }
+  line_rows_view: { kind: table, inputs: [by_line_rows] }
   totals_view: { kind: table, inputs: [device_totals] }
 "#;
 
@@ -198,11 +212,13 @@ fn expected_lines(rows: &[Summary], line_of: &BTreeMap<String, String>) -> LineV
         .collect()
 }
 
-fn actual_lines(engine: &QueryEngine) -> LineView {
+fn actual_lines(engine: &QueryEngine, table: &str) -> LineView {
     let result = query(
         engine,
-        "SELECT line, window_start, count, sum_count, max_max, mean_mean, min_mean, \
-         count_distinct_device FROM line_view",
+        &format!(
+            "SELECT line, window_start, count, sum_count, max_max, mean_mean, min_mean, \
+             count_distinct_device FROM {table}"
+        ),
     );
     let mut out = LineView::new();
     for b in &result.batches {
@@ -249,7 +265,7 @@ fn assert_views_equal(actual: &LineView, expected: &LineView) {
 #[test]
 fn incremental_views_equal_a_recomputation_with_late_and_corrected_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let (csv, rows, totals_rows) = make_input(2026);
+    let (csv, rows, totals_rows, on_time) = make_input(2026);
     std::fs::write(dir.path().join("summaries.csv"), csv).unwrap();
     let mapping = [
         ("d0", "a"),
@@ -266,13 +282,15 @@ fn incremental_views_equal_a_recomputation_with_late_and_corrected_rows() {
         .map(|(d, l)| ((*d).to_owned(), (*l).to_owned()))
         .collect();
     let expected = expected_lines(&rows, &line_of);
+    let expected_rows = expected_lines(&on_time, &line_of);
     assert!(
         expected.keys().any(|(line, _)| line.is_none()),
         "d6 is not in the registry: its rows keep a null line"
     );
     for (workers, batch_rows) in [(1, 500), (2, 97)] {
         let engine = run(dir.path(), workers, batch_rows);
-        assert_views_equal(&actual_lines(&engine), &expected);
+        assert_views_equal(&actual_lines(&engine, "line_view"), &expected);
+        assert_views_equal(&actual_lines(&engine, "line_rows_view"), &expected_rows);
         let totals = query(
             &engine,
             "SELECT device, sum_count FROM totals_view ORDER BY device",

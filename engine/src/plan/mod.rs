@@ -1089,6 +1089,15 @@ fn type_aggregate(
     }
     for (i, a) in settings.aggregates.iter().enumerate() {
         let path = format!("aggregates[{i}]");
+        if input.schema.field_type(&a.field).is_none() && available.field_type(&a.field).is_some() {
+            ok = false;
+            r.error(
+                node.pos_of(&path),
+                format!("node \"{id}\": field \"aggregates\": \"{}\" is a field of the lookup; aggregates read the input's fields", a.field),
+                Some("a lookup's fields can be grouped by (`key:`), not aggregated".into()),
+            );
+            continue;
+        }
         let Some(t) = field(r, &path, "aggregates", &a.field) else {
             ok = false;
             continue;

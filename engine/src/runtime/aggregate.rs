@@ -260,15 +260,16 @@ impl Accum {
         }
     }
 
-    /// One row's contribution (count_distinct slots excluded: see [`Accum::distinct`]).
-    fn of_row(row: &Row, aggregates: &[(ViewFn, usize)]) -> Self {
+    /// One row's contribution, from its aggregate values (count_distinct slots excluded:
+    /// see [`Accum::distinct`]).
+    fn of_values(values: &Row, aggregates: &[ViewFn]) -> Self {
         let mut accum = Accum::zero(aggregates.len());
         accum.rows = 1;
-        for (i, (f, column)) in aggregates.iter().enumerate() {
+        for (i, f) in aggregates.iter().enumerate() {
             if !f.is_abelian() || matches!(f, ViewFn::CountDistinct) {
                 continue;
             }
-            match &row[*column] {
+            match &values[i] {
                 Value::Null => {}
                 Value::Float(v) if v.0.is_nan() => {}
                 Value::Int(v) | Value::Time(v) => {
@@ -391,11 +392,12 @@ fn fold_extremes(kinds: &[bool], rows: &[(&Row, isize)]) -> Row {
         .collect()
 }
 
-/// The view of keyed rows: the adding-up aggregates as an [`Accum`] per group
-/// (`count_total` over the rows exploded into their contributions), the extremes (min, max,
-/// the latest event time) by a two-level reduce over hash buckets, joined per group.
+/// The view of keyed parts: the adding-up aggregates as an [`Accum`] per group
+/// (`count_total` over the parts' accumulators, whose differences differential sums), the
+/// extremes (min, max, the latest event time) by a two-level reduce over hash buckets of the
+/// parts, joined per group.
 fn maintain_view<'scope>(
-    keyed: Collection<'scope, EventTime, (Row, Row)>,
+    keyed: Collection<'scope, EventTime, (Row, Part)>,
     layout: &Layout,
     node: &str,
 ) -> Collection<'scope, EventTime, (Row, Row)> {
@@ -404,30 +406,28 @@ fn maintain_view<'scope>(
 
     let aggregates = layout.aggregates.clone();
     let n = aggregates.len();
-    let contributions = {
-        let aggregates = aggregates.clone();
-        keyed
-            .clone()
-            .explode(move |(key, row)| std::iter::once((key, Accum::of_row(&row, &aggregates))))
-    };
-    let distinct_columns: Vec<(usize, usize)> = aggregates
+    let contributions = keyed
+        .clone()
+        .explode(|(key, part)| std::iter::once((key, part.accum)));
+    let distinct_aggregates: Vec<usize> = aggregates
         .iter()
         .enumerate()
-        .filter(|(_, (f, _))| matches!(f, ViewFn::CountDistinct))
-        .map(|(i, (_, column))| (i, *column))
+        .filter(|(_, f)| matches!(f, ViewFn::CountDistinct))
+        .map(|(i, _)| i)
         .collect();
-    let contributions = if distinct_columns.is_empty() {
+    let contributions = if distinct_aggregates.is_empty() {
         contributions
     } else {
-        let columns = distinct_columns.clone();
         let distinct = keyed
             .clone()
-            .flat_map(move |(key, row)| {
-                columns
-                    .iter()
-                    .filter(|(_, c)| row[*c] != Value::Null)
-                    .map(|(i, c)| (key.clone(), *i, row[*c].clone()))
-                    .collect::<Vec<_>>()
+            .flat_map(move |(key, part)| {
+                let mut values = Vec::new();
+                for (slot, i) in distinct_aggregates.iter().enumerate() {
+                    for v in &part.distinct[slot] {
+                        values.push((key.clone(), *i, v.clone()));
+                    }
+                }
+                values
             })
             .distinct()
             .explode(move |(key, i, _value)| std::iter::once((key, Accum::distinct(n, i))));
@@ -435,23 +435,12 @@ fn maintain_view<'scope>(
     };
     let totals = contributions.count_total();
 
-    // Extreme columns: every min/max aggregate, then the time field (for `last_event`).
-    let mut extreme_columns: Vec<(usize, bool)> = aggregates
-        .iter()
-        .filter(|(f, _)| !f.is_abelian())
-        .map(|(f, column)| (*column, matches!(f, ViewFn::Max)))
-        .collect();
-    extreme_columns.push((layout.time, true));
-    let kinds: Vec<bool> = extreme_columns.iter().map(|(_, max)| *max).collect();
+    let kinds: Vec<bool> = layout.extremes().iter().map(|(_, max)| *max).collect();
     let (first, second) = (kinds.clone(), kinds);
     let extremes = keyed
-        .map(move |(key, row)| {
-            let values: Row = extreme_columns
-                .iter()
-                .map(|(c, _)| row[*c].clone())
-                .collect();
-            let bucket = values.hashed() % EXTREME_BUCKETS;
-            ((key, bucket), values)
+        .map(|(key, part)| {
+            let bucket = part.extremes.hashed() % EXTREME_BUCKETS;
+            ((key, bucket), part.extremes)
         })
         .reduce_named(&format!("extremes[{node}]"), move |_key, rows, output| {
             output.push((fold_extremes(&first, rows), 1isize));
@@ -461,44 +450,43 @@ fn maintain_view<'scope>(
             output.push((fold_extremes(&second, rows), 1isize));
         });
 
-    totals
-        .map(|(key, accum)| (key, accum))
-        .join_map(extremes, move |key, accum, extremes| {
-            let mut extremes = extremes.iter();
-            let mut values: Row = aggregates
-                .iter()
-                .enumerate()
-                .map(|(i, (f, _))| {
-                    let count = accum.counts[i];
-                    match f {
-                        ViewFn::Count | ViewFn::CountDistinct => Value::Int(count),
-                        _ if count == 0 && f.is_abelian() => Value::Null,
-                        ViewFn::Sum { integer: true } => Value::Int(accum.ints[i]),
-                        ViewFn::Sum { integer: false } => Value::Float(accum.sums[i]),
-                        ViewFn::Mean => Value::Float(OrdF64(accum.sums[i].0 / count as f64)),
-                        ViewFn::Min | ViewFn::Max => {
-                            extremes.next().cloned().unwrap_or(Value::Null)
-                        }
-                    }
-                })
-                .collect();
-            values.push(extremes.next().cloned().unwrap_or(Value::Null));
-            (key.clone(), values)
-        })
+    totals.join_map(extremes, move |key, accum, extremes| {
+        let mut extremes = extremes.iter();
+        let mut values: Row = aggregates
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let count = accum.counts[i];
+                match f {
+                    ViewFn::Count | ViewFn::CountDistinct => Value::Int(count),
+                    _ if count == 0 && f.is_abelian() => Value::Null,
+                    ViewFn::Sum { integer: true } => Value::Int(accum.ints[i]),
+                    ViewFn::Sum { integer: false } => Value::Float(accum.sums[i]),
+                    ViewFn::Mean => Value::Float(OrdF64(accum.sums[i].0 / count as f64)),
+                    ViewFn::Min | ViewFn::Max => extremes.next().cloned().unwrap_or(Value::Null),
+                }
+            })
+            .collect();
+        values.push(extremes.next().cloned().unwrap_or(Value::Null));
+        (key.clone(), values)
+    })
 }
 
-/// Where every part of an aggregate's rows comes from.
+/// Where every part of an aggregate's parts comes from.
 struct Layout {
-    /// Input fields read, in row order: the lookup's key first, then what the view needs.
-    input_fields: Vec<String>,
-    /// Reference fields appended after a lookup (its non-key fields).
+    /// Input fields of a part's row, in order: the lookup's key, the input's group fields,
+    /// then the time field (whose slot holds the window start, or null for running totals).
+    row_fields: Vec<String>,
+    /// Reference fields appended to a part's row after a lookup (its non-key fields).
     reference_fields: Vec<String>,
     /// Positions of the group key fields in the joined row.
     group: Vec<usize>,
-    /// Position of the time field in the joined row.
+    /// Position of the time slot (the window start) in the row.
     time: usize,
-    /// Per aggregate: its function and the position of its field in the joined row.
-    aggregates: Vec<(ViewFn, usize)>,
+    /// Input fields the aggregates read, one per aggregate, then the time field.
+    value_fields: Vec<String>,
+    /// The aggregate functions, in output order.
+    aggregates: Vec<ViewFn>,
     /// Number of lookup key fields (the first fields of a row).
     lookup_key: usize,
 }
@@ -509,7 +497,7 @@ impl Layout {
         input: &EventSchema,
         reference: Option<&ReferenceSettings>,
     ) -> Result<Layout, String> {
-        let mut input_fields: Vec<String> = Vec::new();
+        let mut row_fields: Vec<String> = Vec::new();
         let add = |name: &str, fields: &mut Vec<String>| {
             if !fields.iter().any(|f| f == name) {
                 fields.push(name.to_owned());
@@ -526,54 +514,130 @@ impl Layout {
             .unwrap_or_default();
         if let Some(r) = reference {
             for k in &r.key {
-                add(k, &mut input_fields);
+                add(k, &mut row_fields);
             }
         }
-        let from_input = |name: &str| input.field_type(name).is_some();
-        for name in settings
-            .key
-            .iter()
-            .chain(settings.aggregates.iter().map(|a| &a.field))
-            .chain(std::iter::once(&settings.time_field))
-        {
-            if from_input(name) {
-                add(name, &mut input_fields);
+        for name in &settings.key {
+            if input.field_type(name).is_some() && *name != settings.time_field {
+                add(name, &mut row_fields);
             }
         }
+        let time = row_fields.len();
+        row_fields.push(settings.time_field.clone());
         let position = |name: &str| {
-            input_fields
+            row_fields
                 .iter()
                 .chain(&reference_fields)
                 .position(|f| f == name)
                 .ok_or_else(|| format!("field {name} is neither in the input nor the lookup"))
         };
-        let field_type = |name: &str| {
-            input
-                .field_type(name)
-                .or_else(|| reference.and_then(|r| r.schema.field_type(name)))
-                .unwrap_or(FieldType::F64)
-        };
         let aggregates = settings
             .aggregates
             .iter()
             .map(|a| {
-                let f = ViewFn::parse(&a.func, field_type(&a.field))
-                    .ok_or_else(|| format!("unknown aggregate function {}", a.func))?;
-                Ok((f, position(&a.field)?))
+                let input_type = input
+                    .field_type(&a.field)
+                    .ok_or_else(|| format!("aggregate field {} is not an input field", a.field))?;
+                ViewFn::parse(&a.func, input_type)
+                    .ok_or_else(|| format!("unknown aggregate function {}", a.func))
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let mut value_fields: Vec<String> = settings
+            .aggregates
+            .iter()
+            .map(|a| a.field.clone())
+            .collect();
+        value_fields.push(settings.time_field.clone());
         Ok(Layout {
             group: settings
                 .key
                 .iter()
                 .map(|k| position(k))
                 .collect::<Result<_, _>>()?,
-            time: position(&settings.time_field)?,
+            time,
+            value_fields,
             aggregates,
             lookup_key: reference.map_or(0, |r| r.key.len()),
-            input_fields,
+            row_fields,
             reference_fields,
         })
+    }
+
+    /// Per extreme column of a part: whether it keeps the largest value (max, the latest
+    /// event time) rather than the smallest; with, for each, its index in the values.
+    fn extremes(&self) -> Vec<(usize, bool)> {
+        let mut columns: Vec<(usize, bool)> = self
+            .aggregates
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.is_abelian())
+            .map(|(i, f)| (i, matches!(f, ViewFn::Max)))
+            .collect();
+        columns.push((self.aggregates.len(), true));
+        columns
+    }
+}
+
+/// Some input rows of one group, summarized: the unit the view is maintained in. A row
+/// with an `identity` is a part of its own (it may be retracted exactly); rows without one
+/// are folded per batch into one part per (lookup key, group, window), which is what keeps
+/// the differential arrangements small.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Part {
+    /// The fields of [`Layout::row_fields`] (then, after a lookup, the reference's).
+    row: Row,
+    /// The adding-up aggregates of the rows.
+    accum: Accum,
+    /// Per extreme column, the rows' extreme value.
+    extremes: Row,
+    /// Per `count_distinct` aggregate, the rows' distinct non-null values, sorted.
+    distinct: Vec<Row>,
+}
+
+impl Part {
+    fn of_row(row: Row, values: &Row, aggregates: &[ViewFn], extremes: &[(usize, bool)]) -> Self {
+        Part {
+            row,
+            accum: Accum::of_values(values, aggregates),
+            extremes: extremes.iter().map(|(i, _)| clean(&values[*i])).collect(),
+            distinct: aggregates
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| matches!(f, ViewFn::CountDistinct))
+                .map(|(i, _)| match &values[i] {
+                    Value::Null => Vec::new(),
+                    v => vec![v.clone()],
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds the rows of `other` (same row fields).
+    fn merge(&mut self, other: Part, extremes: &[(usize, bool)]) {
+        use differential_dataflow::difference::Semigroup;
+        self.accum.plus_equals(&other.accum);
+        for ((mine, theirs), (_, want_max)) in
+            self.extremes.iter_mut().zip(other.extremes).zip(extremes)
+        {
+            if *mine == Value::Null
+                || (theirs != Value::Null && (theirs > *mine) == *want_max && theirs != *mine)
+            {
+                *mine = theirs;
+            }
+        }
+        for (mine, theirs) in self.distinct.iter_mut().zip(other.distinct) {
+            mine.extend(theirs);
+            mine.sort_unstable();
+            mine.dedup();
+        }
+    }
+}
+
+/// A value as an extreme candidate: NaN counts as missing.
+fn clean(value: &Value) -> Value {
+    match value {
+        Value::Float(f) if f.0.is_nan() => Value::Null,
+        v => v.clone(),
     }
 }
 
@@ -602,7 +666,7 @@ pub fn aggregate<'scope>(
     let references = reference.map(|(ref_node, ref_settings)| {
         reference_collection(stream.clone(), ref_node, ref_settings, env)
     });
-    let rows = upsert_rows(
+    let parts = input_parts(
         stream,
         node,
         settings,
@@ -611,38 +675,38 @@ pub fn aggregate<'scope>(
         metrics.clone(),
         env,
     );
-    let rows: Collection<'scope, EventTime, Row> = match references {
-        None => rows,
+    let parts: Collection<'scope, EventTime, Part> = match references {
+        None => parts,
         Some(references) => {
             let key_len = layout.lookup_key;
             let padding = layout.reference_fields.len();
-            let keyed = rows.map(move |row| (row[..key_len].to_vec(), row));
+            let keyed = parts.map(move |part| (part.row[..key_len].to_vec(), part));
             let matched = keyed
                 .clone()
-                .join_map(references.clone(), |_key, row, rest| {
-                    let mut wide = row.clone();
-                    wide.extend(rest.iter().cloned());
+                .join_map(references.clone(), |_key, part, rest| {
+                    let mut wide = part.clone();
+                    wide.row.extend(rest.iter().cloned());
                     wide
                 });
             let unmatched =
                 keyed
                     .antijoin(references.map(|(key, _)| key))
-                    .map(move |(_key, mut row)| {
-                        row.extend(std::iter::repeat_n(Value::Null, padding));
-                        row
+                    .map(move |(_key, mut part)| {
+                        part.row.extend(std::iter::repeat_n(Value::Null, padding));
+                        part
                     });
             matched.concat(unmatched)
         }
     };
-    let size = settings.size_ms;
     let group = layout.group.clone();
     let time = layout.time;
-    let keyed = rows.map(move |row| {
-        let mut key: Row = group.iter().map(|&i| row[i].clone()).collect();
-        if let (Some(size), Value::Time(t)) = (size, &row[time]) {
-            key.push(Value::Time(t.div_euclid(size) * size));
+    let windowed = settings.size_ms.is_some();
+    let keyed = parts.map(move |part| {
+        let mut key: Row = group.iter().map(|&i| part.row[i].clone()).collect();
+        if windowed {
+            key.push(part.row[time].clone());
         }
-        (key, row)
+        (key, part)
     });
     let view = maintain_view(keyed, &layout, &node.id);
     Ok(NodeOutputs {
@@ -651,10 +715,12 @@ pub fn aggregate<'scope>(
     })
 }
 
-/// Input rows as a collection: each row +1 at the time it arrives; a row whose identity was
-/// seen before also retracts the row it replaces. Rows of windows already closed (beyond the
-/// allowed lateness) and rows without an event time go to the dead-letter output.
-fn upsert_rows<'scope>(
+/// Input rows as a collection of parts, each +1 at the time its batch arrives: without an
+/// `identity`, a batch's rows folded per (lookup key, group, window); with one, a part per
+/// row, and a row whose identity was seen before also retracts the part it replaces. Rows of
+/// windows already closed (beyond the allowed lateness) and rows without an event time go to
+/// the dead-letter output.
+fn input_parts<'scope>(
     stream: BatchStream<'scope>,
     node: &PlanNode,
     settings: &AggregateViewSettings,
@@ -662,7 +728,7 @@ fn upsert_rows<'scope>(
     layout: &Layout,
     metrics: NodeMetrics,
     env: &BuildEnv,
-) -> Collection<'scope, EventTime, Row> {
+) -> Collection<'scope, EventTime, Part> {
     let keyed = if settings.identity.is_empty() {
         stream
     } else {
@@ -671,15 +737,19 @@ fn upsert_rows<'scope>(
     let ctx = env.ctx.clone();
     let node_id = node.id.clone();
     let input = input.clone();
-    let fields = layout.input_fields.clone();
+    let row_fields = layout.row_fields.clone();
+    let value_fields = layout.value_fields.clone();
+    let aggregates = layout.aggregates.clone();
+    let extremes = layout.extremes();
     let identity = settings.identity.clone();
-    let time = layout.time;
+    let time_slot = layout.time;
+    let time_value = layout.aggregates.len();
     let window = settings.size_ms.map(|s| (s, settings.allowed_lateness_ms));
-    // Identity -> (the row it stands for, the end of its window plus the allowed lateness).
-    let mut latest: HashMap<Row, (Row, EventTime)> = HashMap::new();
+    // Identity -> (the part it stands for, the end of its window plus the allowed lateness).
+    let mut latest: HashMap<Row, (Part, EventTime)> = HashMap::new();
     let mut last_frontier = EventTime::MIN;
     keyed
-        .unary_frontier::<CapacityContainerBuilder<Vec<(Row, EventTime, isize)>>, _, _, _>(
+        .unary_frontier::<CapacityContainerBuilder<Vec<(Part, EventTime, isize)>>, _, _, _>(
             Pipeline,
             &format!("rows[{}]", node.id),
             move |_cap, _info| {
@@ -690,11 +760,16 @@ fn upsert_rows<'scope>(
                         for batch in data.drain(..) {
                             metrics.batches_in.inc();
                             metrics.events_in.inc_by(batch.num_rows() as u64);
-                            let rows = batch_rows(&batch, &input, &fields);
-                            let ids = batch_rows(&batch, &input, &identity);
-                            let (rows, ids) = match (rows, ids) {
-                                (Ok(rows), Ok(ids)) => (rows, ids),
-                                (Err(e), _) | (_, Err(e)) => {
+                            let read = batch_rows(&batch, &input, &row_fields).and_then(|rows| {
+                                Ok((
+                                    rows,
+                                    batch_rows(&batch, &input, &value_fields)?,
+                                    batch_rows(&batch, &input, &identity)?,
+                                ))
+                            });
+                            let (rows, values, ids) = match read {
+                                Ok(read) => read,
+                                Err(e) => {
                                     metrics.errors.inc();
                                     ctx.dead_letter(
                                         &metrics,
@@ -704,28 +779,47 @@ fn upsert_rows<'scope>(
                                 }
                             };
                             let mut rejected: Vec<(u32, &str)> = Vec::new();
-                            for (i, (row, id)) in rows.into_iter().zip(ids).enumerate() {
-                                let Value::Time(t) = row[time] else {
+                            let mut folded: HashMap<Row, Part> = HashMap::new();
+                            for (i, ((mut row, values), id)) in
+                                rows.into_iter().zip(values).zip(ids).enumerate()
+                            {
+                                let Value::Time(t) = values[time_value] else {
                                     rejected.push((i as u32, "no event time"));
                                     continue;
                                 };
                                 let closes = match window {
-                                    Some((size, lateness)) => (t.div_euclid(size) * size)
-                                        .saturating_add(size)
-                                        .saturating_add(lateness),
-                                    None => EventTime::MAX,
+                                    Some((size, lateness)) => {
+                                        let start = t.div_euclid(size) * size;
+                                        row[time_slot] = Value::Time(start);
+                                        start.saturating_add(size).saturating_add(lateness)
+                                    }
+                                    None => {
+                                        row[time_slot] = Value::Null;
+                                        EventTime::MAX
+                                    }
                                 };
                                 if closes <= now {
                                     metrics.late_events.inc();
                                     rejected.push((i as u32, LATE_ROW));
                                     continue;
                                 }
-                                if !identity.is_empty()
-                                    && let Some((old, _)) = latest.insert(id, (row.clone(), closes))
-                                {
+                                let part = Part::of_row(row, &values, &aggregates, &extremes);
+                                if identity.is_empty() {
+                                    match folded.get_mut(&part.row) {
+                                        Some(existing) => existing.merge(part, &extremes),
+                                        None => {
+                                            folded.insert(part.row.clone(), part);
+                                        }
+                                    }
+                                    continue;
+                                }
+                                if let Some((old, _)) = latest.insert(id, (part.clone(), closes)) {
                                     session.give((old, now, -1));
                                 }
-                                session.give((row, now, 1));
+                                session.give((part, now, 1));
+                            }
+                            for part in folded.into_values() {
+                                session.give((part, now, 1));
                             }
                             dead_letter_rows(&ctx, &metrics, &node_id, &batch, &rejected);
                         }
