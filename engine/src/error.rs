@@ -44,6 +44,10 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// A control record cannot be sent (unknown or uncontrollable node, an action its kind
+    /// does not take, a bad value); the message is meant for the user.
+    #[error("{0}")]
+    Control(String),
     /// A broken invariant: a bug in edgeflow.
     #[error("internal error (a bug in edgeflow): {0}")]
     Internal(String),
