@@ -760,13 +760,22 @@ fn control_client(args: ControlArgs) -> Result<ExitCode> {
         }
     }
     let (base, agent) = http_client(&args.server);
-    let mut response = agent
-        .post(&format!("{base}/control"))
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .with_context(|| {
-            format!("cannot reach edgeflow at {base} (is `edgeflow cloud --serve` running?)")
-        })?;
+    // 503: the process is up but its control transport is still starting; retry for 10 s.
+    let mut attempts = 0;
+    let mut response = loop {
+        let response = agent
+            .post(&format!("{base}/control"))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .with_context(|| {
+                format!("cannot reach edgeflow at {base} (is `edgeflow cloud --serve` running?)")
+            })?;
+        attempts += 1;
+        if response.status() != 503 || attempts >= 50 {
+            break response;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     let status = response.status();
     let body = response
         .body_mut()

@@ -452,8 +452,8 @@ impl ControlChannel {
             .map_err(|e| EngineError::Internal(format!("encoding a control record: {e}")))?;
         let mut publisher = lock(&self.publisher);
         let Some(sink) = publisher.as_mut() else {
-            return Err(EngineError::Control(
-                "this process does not publish control records (run the cloud or `edgeflow run`)"
+            return Err(EngineError::ControlUnavailable(
+                "this process does not publish control records now: the control transport is still starting, or this is an edge (send to the cloud or `edgeflow run`)"
                     .into(),
             ));
         };
