@@ -240,3 +240,156 @@ fn a_threshold_sent_while_running_applies_at_its_event_time_and_is_acknowledged(
         after(&old_only)
     );
 }
+
+const RETUNE: &str = r#"
+pipeline: retune
+control: { nodes: [sensors, per_sec, scored] }
+nodes:
+  sensors: { kind: generator, devices: 4, sensors: [vibration], rate_per_device: 20/s, seed: 2, start: 1767225600000 }
+  per_sec: { kind: window, inputs: [sensors], key: [device], size: 1s, aggregates: [count] }
+  scored:  { kind: infer, inputs: [sensors], model: MODEL, emit: all }
+  raw:     { kind: table, inputs: [sensors] }
+  fleet:   { kind: table, inputs: [per_sec] }
+  windows: { kind: table, inputs: [scored] }
+"#;
+
+fn post_control(address: &str, body: Value) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(&format!("http://{address}/control"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    let text = response.body_mut().read_to_string().unwrap();
+    (response.status().as_u16(), serde_json::from_str(&text).unwrap())
+}
+
+#[test]
+fn window_size_sampling_and_model_swaps_apply_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/models/sensors.bpk");
+    // The swapped-in model, named relative to the pipeline file's directory.
+    std::fs::copy(&model, dir.path().join("second.bpk")).unwrap();
+    let pipeline = dir.path().join("retune.yaml");
+    std::fs::write(&pipeline, RETUNE.replace("MODEL", model.to_str().unwrap())).unwrap();
+    // 80 readings/s in real time: 12 s of event time.
+    let mut served = serve(&pipeline, &dir.path().join("data"), 960);
+
+    let switch_at = START_MS + 3_000;
+    let sample_at = START_MS + 6_000;
+    let mut ids = BTreeMap::new();
+    for (name, body) in [
+        (
+            "size",
+            serde_json::json!({"node": "per_sec", "action": "set_window_size", "size_ms": 5000, "apply_at": switch_at}),
+        ),
+        (
+            "sampling",
+            serde_json::json!({"node": "sensors", "action": "set_sampling", "every": 2, "apply_at": sample_at}),
+        ),
+        (
+            "missing_model",
+            serde_json::json!({"node": "scored", "action": "swap_model", "model": {"path": "missing.bpk"}, "apply_at": START_MS + 1_000}),
+        ),
+        (
+            "model",
+            serde_json::json!({"node": "scored", "action": "swap_model", "model": {"path": "second.bpk"}, "apply_at": START_MS + 2_000}),
+        ),
+    ] {
+        let (status, issued) = post_control(&served.address, body);
+        assert_eq!(status, 200, "{name}: {issued}");
+        ids.insert(name, issued["id"].as_str().unwrap().to_string());
+    }
+    let (status, refused) = post_control(
+        &served.address,
+        serde_json::json!({"node": "fleet", "action": "disable"}),
+    );
+    assert_eq!(status, 400);
+    assert!(refused["error"].as_str().unwrap().contains("not controllable"));
+
+    served.wait_finished();
+
+    let acks = served.query(
+        "SELECT id, status, CAST(applied_at AS BIGINT) AS applied_at, detail \
+         FROM edgeflow_control_log WHERE event = 'ack'",
+    );
+    let ack = |name: &str| {
+        acks.iter()
+            .find(|a| a["id"] == ids[name].as_str())
+            .unwrap_or_else(|| panic!("no ack for {name}: {acks:?}"))
+            .clone()
+    };
+    assert_eq!(acks.len(), 4, "{acks:?}");
+    assert_eq!(ack("missing_model")["status"], "rejected");
+    assert!(
+        ack("missing_model")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("missing.bpk"),
+        "{acks:?}"
+    );
+    assert_eq!(ack("model")["status"], "applied", "{acks:?}");
+    assert_eq!(ack("size")["status"], "applied", "{acks:?}");
+    assert_eq!(ack("sampling")["status"], "applied", "{acks:?}");
+    let switched = ack("size")["applied_at"].as_i64().unwrap();
+    let sampled = ack("sampling")["applied_at"].as_i64().unwrap();
+    assert!((switch_at..switch_at + 50).contains(&switched));
+    assert!((sample_at..sample_at + 50).contains(&sampled));
+
+    // The readings the generator emitted: all of them before the sampling switch, then
+    // every other one of each device (50 ms apart before, 100 ms after).
+    let raw = served.query(
+        "SELECT device, CAST(ts AS BIGINT) AS ts FROM raw ORDER BY device, ts",
+    );
+    let mut by_device: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for r in &raw {
+        by_device
+            .entry(r["device"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r["ts"].as_i64().unwrap());
+    }
+    assert_eq!(by_device.len(), 4);
+    for (device, ts) in &by_device {
+        for pair in ts.windows(2) {
+            let gap = pair[1] - pair[0];
+            let want = if pair[0] < sampled { 50 } else { 100 };
+            assert_eq!(gap, want, "{device}: {pair:?}");
+        }
+        assert!(ts.iter().any(|&t| t >= sampled + 1_000), "{device} kept sending");
+    }
+
+    // The windows, recomputed from the emitted readings: 1 s windows before the size switch,
+    // 5 s windows (aligned to the epoch) from it on, every window counting its readings.
+    let mut expected: BTreeMap<(String, i64, i64), i64> = BTreeMap::new();
+    for (device, ts) in &by_device {
+        for &t in ts {
+            let size = if t < switched { 1_000 } else { 5_000 };
+            let start = t - t.rem_euclid(size);
+            *expected
+                .entry((device.clone(), start, start + size))
+                .or_default() += 1;
+        }
+    }
+    let fleet = served.query(
+        "SELECT device, CAST(window_start AS BIGINT) AS s, CAST(window_end AS BIGINT) AS e, count \
+         FROM fleet ORDER BY device, s",
+    );
+    let got: BTreeMap<(String, i64, i64), i64> = fleet
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r["device"].as_str().unwrap().to_string(),
+                    r["s"].as_i64().unwrap(),
+                    r["e"].as_i64().unwrap(),
+                ),
+                r["count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert!(got.keys().any(|(_, s, e)| e - s == 5_000));
+}

@@ -304,23 +304,27 @@ impl ControlQueue {
     }
 }
 
-/// Keeps one reading in `every` (a node's sampling under [`ControlAction::SetSampling`]):
-/// a counter over the rows it has seen, so the rate holds across batch boundaries.
+/// Keeps one reading in `every` per device (a node's sampling under
+/// [`ControlAction::SetSampling`]): a counter per key over the rows it has seen, so the rate
+/// holds across batch boundaries and every device keeps sending.
 #[derive(Clone, Debug)]
 pub struct Sampler {
     every: u32,
-    seen: u64,
+    seen: std::collections::HashMap<String, u64>,
 }
 
 impl Default for Sampler {
     fn default() -> Self {
-        Sampler { every: 1, seen: 0 }
+        Sampler {
+            every: 1,
+            seen: std::collections::HashMap::new(),
+        }
     }
 }
 
 impl Sampler {
-    /// Keep one row in `every` (>= 1) from now on; the count restarts, so the next row is
-    /// kept.
+    /// Keep one row in `every` (>= 1) per key from now on; the counts restart, so each key's
+    /// next row is kept.
     pub fn set_every(&mut self, every: u32) -> Result<()> {
         if every == 0 {
             return Err(OperatorError::User(
@@ -328,7 +332,7 @@ impl Sampler {
             ));
         }
         self.every = every;
-        self.seen = 0;
+        self.seen.clear();
         Ok(())
     }
 
@@ -337,13 +341,20 @@ impl Sampler {
         self.every
     }
 
-    /// Which of the next `rows` rows to keep.
-    pub fn keep(&mut self, rows: usize) -> Vec<bool> {
+    /// Which of the next rows, with these keys, to keep.
+    pub fn keep<'a>(&mut self, keys: impl IntoIterator<Item = &'a str>) -> Vec<bool> {
         let every = u64::from(self.every);
-        (0..rows)
-            .map(|_| {
-                let keep = self.seen % every == 0;
-                self.seen += 1;
+        keys.into_iter()
+            .map(|key| {
+                if every == 1 {
+                    return true;
+                }
+                let seen = match self.seen.get_mut(key) {
+                    Some(seen) => seen,
+                    None => self.seen.entry(key.to_owned()).or_insert(0),
+                };
+                let keep = *seen % every == 0;
+                *seen += 1;
                 keep
             })
             .collect()
@@ -497,13 +508,24 @@ mod tests {
     }
 
     #[test]
-    fn sampler_keeps_one_in_n_across_batches() {
+    fn sampler_keeps_one_in_n_per_key_across_batches() {
         let mut sampler = Sampler::default();
-        assert_eq!(sampler.keep(3), vec![true, true, true]);
+        assert_eq!(sampler.keep(["a", "b", "a"]), vec![true, true, true]);
         sampler.set_every(3).unwrap();
-        let kept: Vec<bool> = [sampler.keep(4), sampler.keep(5)].concat();
-        let expected: Vec<bool> = (0..9).map(|i| i % 3 == 0).collect();
+        let keys = ["a", "b", "a", "a", "b", "a", "b", "a", "b"];
+        let kept: Vec<bool> = [sampler.keep(keys[..4].iter().copied()), sampler.keep(keys[4..].iter().copied())].concat();
+        // Per key: a's rows 0,2,3,5,7 -> kept are its 1st and 4th; b's rows 1,4,6,8 -> 1st and 4th.
+        let mut seen = std::collections::HashMap::new();
+        let expected: Vec<bool> = keys
+            .iter()
+            .map(|k| {
+                let n = seen.entry(*k).or_insert(0u64);
+                *n += 1;
+                (*n - 1) % 3 == 0
+            })
+            .collect();
         assert_eq!(kept, expected);
+        assert_eq!(kept, vec![true, true, false, false, false, true, false, false, true]);
         assert!(sampler.set_every(0).is_err());
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use arrow::array::BooleanArray;
+use arrow::array::{BooleanArray, StringArray};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::record_batch::RecordBatch;
 use edgeflow_operators::control::{ControlAction, Sampler};
@@ -170,8 +170,9 @@ pub fn generator<'scope>(
     ))
 }
 
-/// A controllable generator: its readings pass through a sampler (keep one in N, from
-/// `set_sampling`) and stop while it is disabled; the source keeps advancing its watermark.
+/// A controllable generator: its readings pass through a sampler (keep one reading in N per
+/// device, from `set_sampling`) and stop while it is disabled; the source keeps advancing
+/// its watermark.
 struct SampledSource {
     port: Option<ControlPort>,
     enabled: bool,
@@ -190,11 +191,14 @@ impl SampledSource {
             batch,
             &times,
             |sampler, rows| {
-                let mask: BooleanArray = sampler
-                    .keep(rows.num_rows())
-                    .into_iter()
-                    .map(Some)
-                    .collect();
+                let devices = rows
+                    .column_by_name("device")
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+                let keep = match devices {
+                    Some(devices) => sampler.keep(devices.iter().map(Option::unwrap_or_default)),
+                    None => sampler.keep(std::iter::repeat_n("", rows.num_rows())),
+                };
+                let mask: BooleanArray = keep.into_iter().map(Some).collect();
                 Ok(Some(filter_record_batch(rows, &mask)?))
             },
         )
