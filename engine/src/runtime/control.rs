@@ -1044,3 +1044,100 @@ pub fn publish(stream: BatchStream<'_>, node: &PlanNode, env: &BuildEnv) {
         },
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use edgeflow_operators::control::records_to_batch;
+    use timely::dataflow::operators::ToStream;
+
+    use super::*;
+    use crate::runtime::batch::Batch;
+    use crate::runtime::{RunContext, RunOptions, catalog_for};
+
+    const PIPELINE: &str = r#"
+pipeline: pub
+control: { nodes: [spikes] }
+nodes:
+  sensors: { kind: generator, devices: 2 }
+  spikes:  { kind: detect, inputs: [sensors], key: [device], method: zscore, threshold: 4 }
+  alerts:  { kind: table, inputs: [spikes] }
+"#;
+
+    fn record(id: &str, node: &str) -> ControlRecord {
+        ControlRecord {
+            id: id.into(),
+            node: node.into(),
+            action: ControlAction::SetThreshold { value: 3.0 },
+            apply_at: 10,
+            issued_by: "insights".into(),
+            reason: "drift".into(),
+        }
+    }
+
+    #[test]
+    fn a_control_stream_is_published_on_the_topic_and_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Arc::new(
+            crate::plan::plan_with("pub.yaml", PIPELINE, Path::new(""), &|_| None).unwrap(),
+        );
+        let catalog = Arc::new(catalog_for(&plan, 1));
+        let ctx = RunContext::new(&plan, dir.path(), Metrics::new(), catalog.clone()).unwrap();
+        let control = plan.control.clone().unwrap();
+        let log = EmbeddedLog::open_empty(&dir.path().join("log")).unwrap();
+        ctx.control.start_cloud(
+            Box::new(LogSink::open(&log, "pub", &control.topic, "cloud").unwrap()),
+            Box::new(LogSource::open(&log, &control.topic)),
+            Box::new(LogSource::open(&log, &control.acks_topic)),
+        );
+        // One valid record and one for a node that is not controllable (refused).
+        let batch = records_to_batch(&[record("i-1", "spikes"), record("i-2", "alerts")]).unwrap();
+        {
+            let (plan, ctx) = (plan.clone(), ctx.clone());
+            timely::execute_directly(move |worker| {
+                let options = RunOptions::default();
+                let env = BuildEnv {
+                    plan: &plan,
+                    options: &options,
+                    ctx: &ctx,
+                    worker: 0,
+                    peers: 1,
+                    edge_id: "cloud",
+                };
+                let node = plan.node("spikes").unwrap();
+                worker.dataflow::<i64, _, _>(|scope| {
+                    let stream = vec![Batch(batch)].to_stream(scope);
+                    publish(stream, node, &env);
+                });
+            });
+        }
+        let mut topic = LogSource::open(&log, &control.topic);
+        let published: Vec<IssuedRecord> = topic
+            .poll()
+            .unwrap()
+            .iter()
+            .map(|json| serde_json::from_slice(json).unwrap())
+            .collect();
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].record, record("i-1", "spikes"));
+        // The log thread appends the record's row (bounded wait: 5 s).
+        let table = catalog.get(CONTROL_LOG_TABLE).unwrap().clone();
+        let started = std::time::Instant::now();
+        while table.visible_rows() < 1 && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let rows = table.snapshot().batches;
+        assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+        let ids = rows[0]
+            .column_by_name("id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .value(0)
+            .to_owned();
+        assert_eq!(ids, "i-1");
+        ctx.control.shutdown();
+    }
+}
