@@ -264,7 +264,10 @@ fn post_control(address: &str, body: Value) -> (u16, Value) {
         .send(body.to_string())
         .unwrap();
     let text = response.body_mut().read_to_string().unwrap();
-    (response.status().as_u16(), serde_json::from_str(&text).unwrap())
+    (
+        response.status().as_u16(),
+        serde_json::from_str(&text).unwrap(),
+    )
 }
 
 #[test]
@@ -308,7 +311,12 @@ fn window_size_sampling_and_model_swaps_apply_without_a_restart() {
         serde_json::json!({"node": "fleet", "action": "disable"}),
     );
     assert_eq!(status, 400);
-    assert!(refused["error"].as_str().unwrap().contains("not controllable"));
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("not controllable")
+    );
 
     served.wait_finished();
 
@@ -341,9 +349,7 @@ fn window_size_sampling_and_model_swaps_apply_without_a_restart() {
 
     // The readings the generator emitted: all of them before the sampling switch, then
     // every other one of each device (50 ms apart before, 100 ms after).
-    let raw = served.query(
-        "SELECT device, CAST(ts AS BIGINT) AS ts FROM raw ORDER BY device, ts",
-    );
+    let raw = served.query("SELECT device, CAST(ts AS BIGINT) AS ts FROM raw ORDER BY device, ts");
     let mut by_device: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for r in &raw {
         by_device
@@ -358,7 +364,10 @@ fn window_size_sampling_and_model_swaps_apply_without_a_restart() {
             let want = if pair[0] < sampled { 50 } else { 100 };
             assert_eq!(gap, want, "{device}: {pair:?}");
         }
-        assert!(ts.iter().any(|&t| t >= sampled + 1_000), "{device} kept sending");
+        assert!(
+            ts.iter().any(|&t| t >= sampled + 1_000),
+            "{device} kept sending"
+        );
     }
 
     // The windows, recomputed from the emitted readings: 1 s windows before the size switch,

@@ -756,7 +756,12 @@ fn a_control_record_reaches_the_edge_is_acknowledged_and_not_reapplied_after_a_r
     let apply_at = 1_767_225_600_000i64 + 2_000;
     let sent = edgeflow()
         .args(["control", "--server", &cloud_address, "--node", "spikes"])
-        .args(["--set-threshold", "2.5", "--apply-at", &apply_at.to_string()])
+        .args([
+            "--set-threshold",
+            "2.5",
+            "--apply-at",
+            &apply_at.to_string(),
+        ])
         .output()
         .unwrap();
     assert!(
@@ -785,15 +790,19 @@ fn a_control_record_reaches_the_edge_is_acknowledged_and_not_reapplied_after_a_r
         "{applied_at}"
     );
     finish(edge_run, "edge a", LIMIT);
-    let applied = std::fs::read_to_string(data.join("ctlfleet/edge-a/control_applied.txt")).unwrap();
+    let applied =
+        std::fs::read_to_string(data.join("ctlfleet/edge-a/control_applied.txt")).unwrap();
     assert_eq!(applied.lines().collect::<Vec<_>>(), vec![id.as_str()]);
 
     // Restart the edge, serving its metrics: it reads the record again and skips it.
     let edge_address = format!("127.0.0.1:{}", free_port());
-    let _restarted = start(
-        edge(&p, &data, &broker, "a", "0/1", 800)
-            .args(["--serve", "--listen", &edge_address, "--pg-listen", "off"]),
-    );
+    let _restarted = start(edge(&p, &data, &broker, "a", "0/1", 800).args([
+        "--serve",
+        "--listen",
+        &edge_address,
+        "--pg-listen",
+        "off",
+    ]));
     let metrics = eventually("the restarted edge to read the record", LIMIT, || {
         let metrics = http(&edge_address, "/metrics", None)?;
         (control_metric(&metrics, "duplicate") >= 1).then_some(metrics)

@@ -644,7 +644,7 @@ impl TopicTail {
     fn assign(&mut self) -> Result<(), ConnectorError> {
         ensure_topics(
             &self.settings,
-            &[self.topic.clone()],
+            std::slice::from_ref(&self.topic),
             self.partitions,
             Duration::from_secs(5),
         )?;
@@ -677,7 +677,11 @@ impl TopicTail {
 
     /// Up to `max` records, waiting at most `timeout` for the first. An error (the broker is
     /// unreachable before the partitions could be assigned) can be retried.
-    pub fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<PlainRecord>, ConnectorError> {
+    pub fn poll(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Vec<PlainRecord>, ConnectorError> {
         if !self.assigned {
             self.assign()?;
         }

@@ -736,8 +736,7 @@ fn control_client(args: ControlArgs) -> Result<ExitCode> {
     } else if let Some(path) = args.swap_model {
         serde_json::json!({ "action": "swap_model", "model": { "path": path } })
     } else if let Some(file) = args.model_weights {
-        let bytes =
-            std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
         let weights = base64::engine::general_purpose::STANDARD.encode(bytes);
         serde_json::json!({ "action": "swap_model", "model": { "weights": weights } })
     } else if args.enable {

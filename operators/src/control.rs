@@ -513,7 +513,11 @@ mod tests {
         assert_eq!(sampler.keep(["a", "b", "a"]), vec![true, true, true]);
         sampler.set_every(3).unwrap();
         let keys = ["a", "b", "a", "a", "b", "a", "b", "a", "b"];
-        let kept: Vec<bool> = [sampler.keep(keys[..4].iter().copied()), sampler.keep(keys[4..].iter().copied())].concat();
+        let kept: Vec<bool> = [
+            sampler.keep(keys[..4].iter().copied()),
+            sampler.keep(keys[4..].iter().copied()),
+        ]
+        .concat();
         // Per key: a's rows 0,2,3,5,7 -> kept are its 1st and 4th; b's rows 1,4,6,8 -> 1st and 4th.
         let mut seen = std::collections::HashMap::new();
         let expected: Vec<bool> = keys
@@ -525,7 +529,10 @@ mod tests {
             })
             .collect();
         assert_eq!(kept, expected);
-        assert_eq!(kept, vec![true, true, false, false, false, true, false, false, true]);
+        assert_eq!(
+            kept,
+            vec![true, true, false, false, false, true, false, false, true]
+        );
         assert!(sampler.set_every(0).is_err());
     }
 }

@@ -392,7 +392,11 @@ impl ControlChannel {
             .gather()
             .iter()
             .filter(|f| f.name() == "edgeflow_node_watermark_ms")
-            .flat_map(|f| f.get_metric().iter().map(|m| m.get_gauge().get_value() as i64))
+            .flat_map(|f| {
+                f.get_metric()
+                    .iter()
+                    .map(|m| m.get_gauge().get_value() as i64)
+            })
             .max()
             .unwrap_or(0)
     }
@@ -457,9 +461,10 @@ impl ControlChannel {
                     .into(),
             ));
         };
-        sink.send(&issued.record.issued_by, &json).inspect_err(|_| {
-            self.metrics.error("cloud");
-        })?;
+        sink.send(&issued.record.issued_by, &json)
+            .inspect_err(|_| {
+                self.metrics.error("cloud");
+            })?;
         self.metrics.count("published");
         Ok(issued)
     }
@@ -650,7 +655,8 @@ impl LogRow {
 
     fn batch(self, schema: SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
         let text = |v: Option<String>| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
-        let ts = |v: Option<i64>| -> ArrayRef { Arc::new(TimestampMillisecondArray::from(vec![v])) };
+        let ts =
+            |v: Option<i64>| -> ArrayRef { Arc::new(TimestampMillisecondArray::from(vec![v])) };
         RecordBatch::try_new(
             schema,
             vec![
@@ -942,9 +948,7 @@ impl ControlPort {
 /// base64 bytes.
 pub fn load_model_source(source: &ModelSource, base_dir: &Path) -> Result<AnomalyModel, String> {
     match source {
-        ModelSource::Path(path) => {
-            crate::spec::load_model(&crate::spec::resolve(base_dir, path))
-        }
+        ModelSource::Path(path) => crate::spec::load_model(&crate::spec::resolve(base_dir, path)),
         ModelSource::Weights(text) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(text.trim())

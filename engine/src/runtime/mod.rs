@@ -251,7 +251,12 @@ pub fn run_embedded(
         use control::{LogSink, LogSource};
         let channel = &ctx.control;
         channel.start_cloud(
-            Box::new(LogSink::open(&log, &plan.pipeline, &control.topic, "cloud")?),
+            Box::new(LogSink::open(
+                &log,
+                &plan.pipeline,
+                &control.topic,
+                "cloud",
+            )?),
             Box::new(LogSource::open(&log, &control.topic)),
             Box::new(LogSource::open(&log, &control.acks_topic)),
         );

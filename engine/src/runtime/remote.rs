@@ -427,8 +427,16 @@ pub fn run_cloud(
         let client = "edgeflow-cloud-control".to_owned();
         ctx.control.start_cloud(
             control_writer(&cloud.transport, client.clone(), &control.topic)?,
-            control_reader(&cloud.transport, format!("{client}-records"), &control.topic)?,
-            control_reader(&cloud.transport, format!("{client}-acks"), &control.acks_topic)?,
+            control_reader(
+                &cloud.transport,
+                format!("{client}-records"),
+                &control.topic,
+            )?,
+            control_reader(
+                &cloud.transport,
+                format!("{client}-acks"),
+                &control.acks_topic,
+            )?,
         );
     }
     let wiring = Arc::new(CloudWiring {

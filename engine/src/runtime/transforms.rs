@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
-use edgeflow_operators::control::ControlAction;
 use edgeflow_operators::OperatorError;
+use edgeflow_operators::control::ControlAction;
 use edgeflow_operators::detect::{Detector, DetectorKind, Emit};
 use edgeflow_operators::expr::{CompiledFilter, CompiledMap};
 use edgeflow_operators::infer::{InferEmit, InferOperator};

@@ -431,7 +431,8 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
 
 /// The top-level `control:` section: `{ nodes: [node, ...] }`.
 fn build_control(r: &mut Reporter, value: &Node) -> Vec<(String, Pos)> {
-    const HINT: &str = "write `control: { nodes: [node, ...] }` with the edge nodes the cloud may reconfigure";
+    const HINT: &str =
+        "write `control: { nodes: [node, ...] }` with the edge nodes the cloud may reconfigure";
     let Value::Map(entries) = &value.value else {
         r.error(
             value.pos,

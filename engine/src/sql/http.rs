@@ -25,9 +25,9 @@ use edgeflow_operators::control::{ControlAction, ControlRecord};
 use serde::Deserialize;
 
 use super::{QueryEngine, ResultFormat, encode_result};
-use crate::runtime::control::ControlChannel;
 use crate::error::EngineError;
 use crate::metrics::Metrics;
+use crate::runtime::control::ControlChannel;
 
 /// What the server needs from the running pipeline.
 pub struct ServerState {
