@@ -102,7 +102,8 @@ pub fn supported_actions(op: &Operator) -> &'static [&'static str] {
 
 /// Every control request of a spec: the top-level `control: { nodes }` section (issuer
 /// `control`). An `insight` node's `control:` list adds its own requests here, with the
-/// insight's id as issuer, so that both reach the same [`ControlPlan`].
+/// insight's id as issuer, so that both reach the same [`ControlPlan`] (the insight's own
+/// checks report its bad targets; [`control_plan`] reports those of the top-level section).
 pub fn control_requests(spec: &PipelineSpec) -> Vec<ControlRequest> {
     spec.control
         .iter()
@@ -128,6 +129,17 @@ fn control_plan(
     }
     let mut targets: Vec<ControlTarget> = Vec::new();
     for request in requests {
+        // An insight's own checks report its bad targets, with the action it names; here
+        // they are only left out.
+        if request.issuer != "control"
+            && !nodes.iter().any(|n| {
+                n.id == request.node
+                    && n.placement == Placement::Edge
+                    && !supported_actions(&n.operator).is_empty()
+            })
+        {
+            continue;
+        }
         let Some(node) = nodes.iter().find(|n| n.id == request.node) else {
             if spec.broken.contains_key(&request.node) {
                 continue;

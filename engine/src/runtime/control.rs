@@ -12,8 +12,10 @@
 //!   waits for the control topic, so an edge cut off from the cloud keeps deciding). Each
 //!   worker applies it to the first row at or after `apply_at` it processes (see
 //!   [`ControlQueue`]); when every worker has answered, the [`ControlHub`] sends one
-//!   acknowledgement for the edge, and remembers the id so that a record is never applied
-//!   twice, across restarts too when the edge has a data directory of its own.
+//!   acknowledgement for the edge (`applied_at`: the latest of the workers' switch times, from
+//!   which every worker applies it; `rejected` when any worker refused, with the reasons),
+//!   and remembers the id so that a record is never applied twice, across restarts too when
+//!   the edge has a data directory of its own.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
@@ -32,7 +34,7 @@ use edgeflow_connectors::frame::{Frame, FrameHeader, FrameKind};
 use edgeflow_operators::OperatorError;
 use edgeflow_operators::control::{
     AckStatus, ControlAck, ControlAction, ControlQueue, ControlRecord, ControlStep, ModelSource,
-    batch_to_records,
+    batch_to_records, records_to_batch,
 };
 use edgeflow_operators::infer::model::AnomalyModel;
 use prometheus::{IntCounterVec, Opts};
@@ -1035,12 +1037,20 @@ pub fn publish(stream: BatchStream<'_>, node: &PlanNode, env: &BuildEnv) {
                         }
                     };
                     for record in records {
-                        match channel.send(record) {
-                            Ok(_) => metrics.events_out.inc(),
-                            Err(e) => {
-                                metrics.errors.inc();
-                                tracing::warn!(node = %node_id, error = %e, "control record not published");
+                        let refused = match channel.send(record.clone()) {
+                            Ok(_) => {
+                                metrics.events_out.inc();
+                                continue;
                             }
+                            Err(e) => e.to_string(),
+                        };
+                        metrics.errors.inc();
+                        tracing::warn!(node = %node_id, reason = %refused, "control record not published");
+                        if let Ok(row) = records_to_batch(&[record]) {
+                            ctx.dead_letter(
+                                &metrics,
+                                &super::sinks::rows_as_dead_letters(&node_id, &row, &refused),
+                            );
                         }
                     }
                 }
@@ -1053,7 +1063,6 @@ pub fn publish(stream: BatchStream<'_>, node: &PlanNode, env: &BuildEnv) {
 mod tests {
     use std::path::Path;
 
-    use edgeflow_operators::control::records_to_batch;
     use timely::dataflow::operators::ToStream;
 
     use super::*;
@@ -1142,6 +1151,14 @@ nodes:
             .value(0)
             .to_owned();
         assert_eq!(ids, "i-1");
+        // The refused record is a dead letter with the reason.
+        ctx.finish_sinks().unwrap();
+        let dead = std::fs::read_to_string(ctx.dead_letter_path()).unwrap();
+        assert_eq!(dead.lines().count(), 1, "{dead}");
+        assert!(
+            dead.contains("i-2") && dead.contains("not controllable"),
+            "{dead}"
+        );
         ctx.control.shutdown();
     }
 }

@@ -116,6 +116,15 @@ impl MessageSink for KafkaMessageSink {
     }
 }
 
+impl Drop for KafkaMessageSink {
+    /// Hands queued records and acknowledgements to the broker before the process ends.
+    fn drop(&mut self) {
+        if let Err(e) = self.writer.flush(Duration::from_secs(10)) {
+            tracing::warn!(error = %chain(&e), "control messages not delivered before exit");
+        }
+    }
+}
+
 /// A control topic read through Kafka, every partition from the beginning.
 struct KafkaMessageSource {
     tail: TopicTail,
