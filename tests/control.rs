@@ -402,3 +402,81 @@ fn window_size_sampling_and_model_swaps_apply_without_a_restart() {
     assert_eq!(got, expected);
     assert!(got.keys().any(|(_, s, e)| e - s == 5_000));
 }
+
+const BOUNDS: &str = r#"
+pipeline: bounds
+control: { nodes: [high] }
+nodes:
+  sensors: { kind: generator, devices: 4, sensors: [vibration], rate_per_device: 20/s, seed: 9, start: 1767225600000 }
+  high:    { kind: detect, inputs: [sensors], key: [device], method: threshold, max: 1.0, emit: all }
+  checked: { kind: table, inputs: [high] }
+"#;
+
+#[test]
+fn a_threshold_detector_takes_a_new_bound_and_is_disabled_then_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("bounds.yaml");
+    std::fs::write(&pipeline, BOUNDS).unwrap();
+    // 80 readings/s in real time: 8 s of event time.
+    let mut served = serve(&pipeline, &dir.path().join("data"), 640);
+    let (bound_at, off_at, on_at) = (START_MS + 2_000, START_MS + 4_000, START_MS + 5_000);
+    for body in [
+        serde_json::json!({"node": "high", "action": "set_threshold", "value": 0.25, "apply_at": bound_at}),
+        serde_json::json!({"node": "high", "action": "disable", "apply_at": off_at}),
+        serde_json::json!({"node": "high", "action": "enable", "apply_at": on_at}),
+    ] {
+        let (status, issued) = post_control(&served.address, body);
+        assert_eq!(status, 200, "{issued}");
+    }
+    served.wait_finished();
+    let acks = served.query(
+        "SELECT action, status, CAST(applied_at AS BIGINT) AS applied_at \
+         FROM edgeflow_control_log WHERE event = 'ack' ORDER BY applied_at",
+    );
+    assert_eq!(acks.len(), 3, "{acks:?}");
+    assert!(acks.iter().all(|a| a["status"] == "applied"), "{acks:?}");
+    let at: Vec<i64> = acks
+        .iter()
+        .map(|a| a["applied_at"].as_i64().unwrap())
+        .collect();
+    let rows = served.query(
+        "SELECT device, CAST(ts AS BIGINT) AS ts, value, reason IS NOT NULL AS exception \
+         FROM checked ORDER BY device, ts",
+    );
+    // Each device reads every 50 ms; the disabled second (1 s, 20 readings a device) is
+    // missing and nothing else.
+    assert_eq!(rows.len(), 640 - 4 * 20, "{at:?}");
+    let mut by_device: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for r in &rows {
+        by_device
+            .entry(r["device"].as_str().unwrap())
+            .or_default()
+            .push(r["ts"].as_i64().unwrap());
+    }
+    for (device, ts) in &by_device {
+        let gaps: Vec<(i64, i64)> = ts
+            .windows(2)
+            .filter(|p| p[1] - p[0] != 50)
+            .map(|p| (p[0], p[1]))
+            .collect();
+        assert_eq!(gaps.len(), 1, "{device}: {gaps:?}");
+        let (last_before, first_after) = gaps[0];
+        assert!(
+            last_before < at[1] && last_before + 50 >= at[1],
+            "{device}: {gaps:?}"
+        );
+        assert!(
+            first_after >= at[2] && first_after - 50 < at[2],
+            "{device}: {gaps:?}"
+        );
+    }
+    for r in &rows {
+        let (ts, value) = (r["ts"].as_i64().unwrap(), r["value"].as_f64().unwrap());
+        let max = if ts < at[0] { 1.0 } else { 0.25 };
+        assert_eq!(
+            r["exception"].as_bool().unwrap(),
+            value > max || value.is_nan(),
+            "{r}"
+        );
+    }
+}

@@ -456,10 +456,21 @@ impl ControlChannel {
         };
         let json = serde_json::to_vec(&issued)
             .map_err(|e| EngineError::Internal(format!("encoding a control record: {e}")))?;
+        // The transport starts with the run, just after the HTTP server: wait for it a little
+        // (an edge process, which has only the edge side, never publishes).
+        let started = std::time::Instant::now();
         let mut publisher = lock(&self.publisher);
+        while publisher.is_none()
+            && self.hub.get().is_none()
+            && started.elapsed() < Duration::from_secs(5)
+        {
+            drop(publisher);
+            std::thread::sleep(POLL_EVERY);
+            publisher = lock(&self.publisher);
+        }
         let Some(sink) = publisher.as_mut() else {
             return Err(EngineError::ControlUnavailable(
-                "this process does not publish control records now: the control transport is still starting, or this is an edge (send to the cloud or `edgeflow run`)"
+                "this process does not publish control records: it is an edge, or its control transport has not started (send to the cloud or `edgeflow run`)"
                     .into(),
             ));
         };

@@ -154,7 +154,18 @@ async fn control(State(state): State<Arc<ServerState>>, body: Bytes) -> Response
         issued_by: request.issued_by.unwrap_or_else(|| "http".to_owned()),
         reason: request.reason,
     };
-    match channel.send(record) {
+    // Publishing may wait for the transport to start, and writes a file or a Kafka queue.
+    let channel = channel.clone();
+    let sent = match tokio::task::spawn_blocking(move || channel.send(record)).await {
+        Ok(sent) => sent,
+        Err(e) => {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("publishing the control record: {e}"),
+            );
+        }
+    };
+    match sent {
         Ok(issued) => (
             [(header::CONTENT_TYPE, "application/json")],
             serde_json::to_string(&issued).unwrap_or_default(),
