@@ -674,3 +674,144 @@ print(json.dumps(rows))
     );
     assert_eq!(rows.iter().map(|r| r.2).sum::<u64>(), 750);
 }
+
+/// An edge applies a control record sent through the cloud, acknowledges it once, and a
+/// restarted edge (same id and data directory) reads the record again but does not apply it
+/// a second time.
+const CONTROLLED: &str = r#"
+pipeline: ctlfleet
+control: { nodes: [spikes] }
+nodes:
+  sensors: { kind: generator, devices: 4, sensors: [vibration], rate_per_device: 20/s, seed: 3, start: 1767225600000 }
+  spikes:  { kind: detect, inputs: [sensors], key: [device, sensor], method: zscore, threshold: 4, emit: all }
+  alerts:  { kind: table, inputs: [spikes] }
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http(address: &str, path: &str, body: Option<&str>) -> Option<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!("http://{address}{path}");
+    let mut response = match body {
+        Some(body) => agent.post(&url).send(body).ok()?,
+        None => agent.get(&url).call().ok()?,
+    };
+    let text = response.body_mut().read_to_string().ok()?;
+    (response.status() == 200).then_some(text)
+}
+
+/// Polls `probe` every 100 ms until it returns Some (bounded by `limit`).
+fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn control_metric(metrics: &str, event: &str) -> u64 {
+    let prefix = format!("edgeflow_control_records_total{{event=\"{event}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_control_record_reaches_the_edge_is_acknowledged_and_not_reapplied_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ctlfleet.yaml");
+    std::fs::write(&p, CONTROLLED).unwrap();
+    let broker = Broker::start(dir.path());
+    let data = dir.path().join("data");
+    let cloud_address = format!("127.0.0.1:{}", free_port());
+    let _cloud = start(
+        edgeflow()
+            .args(["cloud", p.to_str().unwrap(), "--serve", "--quiet"])
+            .args(["--listen", &cloud_address, "--pg-listen", "off"])
+            .args(["--brokers", &broker.address(), "--idle-timeout", "10m"])
+            .arg("--data-dir")
+            .arg(dir.path().join("cloud")),
+    );
+    eventually("the cloud to serve", LIMIT, || {
+        http(&cloud_address, "/health", None)
+    });
+    // 80 readings/s in real time for 10 s of event time.
+    let edge_run = start(edge(&p, &data, &broker, "a", "0/1", 800).arg("--realtime"));
+
+    let apply_at = 1_767_225_600_000i64 + 2_000;
+    let sent = edgeflow()
+        .args(["control", "--server", &cloud_address, "--node", "spikes"])
+        .args([
+            "--set-threshold",
+            "2.5",
+            "--apply-at",
+            &apply_at.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let issued: serde_json::Value = serde_json::from_slice(&sent.stdout).unwrap();
+    let id = issued["id"].as_str().unwrap().to_string();
+
+    let ack_query = format!(
+        "SELECT edge_id, status, CAST(applied_at AS BIGINT) AS applied_at, detail \
+         FROM edgeflow_control_log WHERE id = '{id}' AND event = 'ack'"
+    );
+    let acks = eventually("the acknowledgement", LIMIT, || {
+        let text = http(&cloud_address, "/sql", Some(&ack_query))?;
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&text).ok()?;
+        (!rows.is_empty()).then_some(rows)
+    });
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(acks[0]["edge_id"], "a");
+    assert_eq!(acks[0]["status"], "applied", "{acks:?}");
+    let applied_at = acks[0]["applied_at"].as_i64().unwrap();
+    assert!(
+        (apply_at..apply_at + 50).contains(&applied_at),
+        "{applied_at}"
+    );
+    finish(edge_run, "edge a", LIMIT);
+    let applied =
+        std::fs::read_to_string(data.join("ctlfleet/edge-a/control_applied.txt")).unwrap();
+    assert_eq!(applied.lines().collect::<Vec<_>>(), vec![id.as_str()]);
+
+    // Restart the edge, serving its metrics: it reads the record again and skips it.
+    let edge_address = format!("127.0.0.1:{}", free_port());
+    let _restarted = start(edge(&p, &data, &broker, "a", "0/1", 800).args([
+        "--serve",
+        "--listen",
+        &edge_address,
+        "--pg-listen",
+        "off",
+    ]));
+    let metrics = eventually("the restarted edge to read the record", LIMIT, || {
+        let metrics = http(&edge_address, "/metrics", None)?;
+        (control_metric(&metrics, "duplicate") >= 1).then_some(metrics)
+    });
+    assert_eq!(control_metric(&metrics, "applied"), 0, "{metrics}");
+    assert_eq!(control_metric(&metrics, "duplicate"), 1, "{metrics}");
+    // Still exactly one acknowledgement in the cloud's log.
+    std::thread::sleep(Duration::from_secs(1));
+    let text = http(&cloud_address, "/sql", Some(&ack_query)).unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+}

@@ -597,6 +597,119 @@ impl RecordReader {
     }
 }
 
+/// Reads every partition of a topic from the beginning, outside any consumer group, so that
+/// each reader sees every record (the control channel: every edge reads all control records,
+/// the cloud reads all acknowledgements). A broker that is down only delays the records:
+/// [`TopicTail::poll`] assigns the partitions once the topic's metadata can be read.
+pub struct TopicTail {
+    consumer: BaseConsumer<Callbacks>,
+    settings: KafkaSettings,
+    topic: String,
+    partitions: i32,
+    assigned: bool,
+    stats: Arc<LinkStats>,
+}
+
+impl TopicTail {
+    /// A reader of `topic` (created with `partitions` partitions when missing).
+    pub fn new(
+        settings: &KafkaSettings,
+        topic: &str,
+        partitions: i32,
+        stats: Arc<LinkStats>,
+    ) -> Result<Self, ConnectorError> {
+        let consumer: BaseConsumer<Callbacks> = settings
+            .config()
+            // Required by librdkafka; never committed to (positions are the reader's own).
+            .set("group.id", format!("{}-tail", settings.client_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "50")
+            .create_with_context(Callbacks {
+                stats: stats.clone(),
+                deliveries: Arc::default(),
+            })
+            .map_err(kafka_error("creating a Kafka consumer".into()))?;
+        Ok(TopicTail {
+            consumer,
+            settings: settings.clone(),
+            topic: topic.to_string(),
+            partitions,
+            assigned: false,
+            stats,
+        })
+    }
+
+    fn assign(&mut self) -> Result<(), ConnectorError> {
+        ensure_topics(
+            &self.settings,
+            std::slice::from_ref(&self.topic),
+            self.partitions,
+            Duration::from_secs(5),
+        )?;
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(5))
+            .map_err(kafka_error(format!("reading metadata of {}", self.topic)))?;
+        let count = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic)
+            .map_or(0, |t| t.partitions().len() as i32);
+        if count == 0 {
+            return Err(ConnectorError::User(format!(
+                "topic {} has no partitions yet",
+                self.topic
+            )));
+        }
+        let mut list = TopicPartitionList::new();
+        for partition in 0..count {
+            list.add_partition_offset(&self.topic, partition, Offset::Beginning)
+                .map_err(kafka_error(format!("assigning {}/{partition}", self.topic)))?;
+        }
+        self.consumer
+            .assign(&list)
+            .map_err(kafka_error("assigning partitions".into()))?;
+        self.assigned = true;
+        Ok(())
+    }
+
+    /// Up to `max` records, waiting at most `timeout` for the first. An error (the broker is
+    /// unreachable before the partitions could be assigned) can be retried.
+    pub fn poll(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Vec<PlainRecord>, ConnectorError> {
+        if !self.assigned {
+            self.assign()?;
+        }
+        let mut out = Vec::new();
+        let mut wait = timeout;
+        while out.len() < max {
+            match self.consumer.poll(wait) {
+                Some(Ok(message)) => {
+                    self.stats.connected.store(true, Ordering::Relaxed);
+                    out.push(PlainRecord {
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        payload: message.payload().unwrap_or_default().to_vec(),
+                    });
+                }
+                Some(Err(error)) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(topic = %self.topic, %error, "kafka reader error");
+                    break;
+                }
+                None => break,
+            }
+            wait = Duration::ZERO;
+        }
+        Ok(out)
+    }
+}
+
 /// Writes plain records to a topic (the `kafka` sink kind): idempotent, delivery retried by
 /// librdkafka for `message.timeout.ms`; undelivered records are counted in [`LinkStats`].
 pub struct RecordWriter {

@@ -44,6 +44,14 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// A control record cannot be sent (unknown or uncontrollable node, an action its kind
+    /// does not take, a bad value); the message is meant for the user.
+    #[error("{0}")]
+    Control(String),
+    /// The control channel cannot publish yet (its transport is starting) or at all (an
+    /// edge process); retrying helps in the first case.
+    #[error("{0}")]
+    ControlUnavailable(String),
     /// A broken invariant: a bug in edgeflow.
     #[error("internal error (a bug in edgeflow): {0}")]
     Internal(String),

@@ -6,7 +6,7 @@ mod render;
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use edgeflow_operators::OperatorError;
 use edgeflow_operators::expr::{CompiledFilter, CompiledMap};
@@ -32,6 +32,205 @@ pub struct Plan {
     pub topics: Vec<CutTopic>,
     /// The `transport:` section, for the `edge` and `cloud` roles.
     pub transport: crate::spec::TransportSpec,
+    /// The control channel (cloud -> edge), when some edge node is controllable.
+    pub control: Option<ControlPlan>,
+}
+
+/// The control arcs of a plan: the topics control records and their acknowledgements travel
+/// on, and the edge nodes they may reconfigure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlPlan {
+    /// `<pipeline>.control`: control records, cloud -> every edge.
+    pub topic: String,
+    /// `<pipeline>.control.acks`: acknowledgements, edges -> cloud.
+    pub acks_topic: String,
+    /// The controllable edge nodes, in plan order.
+    pub targets: Vec<ControlTarget>,
+    /// The pipeline file's directory: model paths of `swap_model` records are relative to it.
+    pub base_dir: PathBuf,
+}
+
+/// An edge node the cloud may reconfigure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlTarget {
+    /// The node id.
+    pub node: String,
+    /// The actions its kind supports (see [`supported_actions`]).
+    pub actions: &'static [&'static str],
+    /// Who may send it records: `control` (the top-level section, i.e. people through
+    /// `edgeflow control` / `POST /control`) and/or the `insight` nodes that list it.
+    pub issuers: Vec<String>,
+}
+
+impl ControlPlan {
+    /// The target for `node`, if it is controllable.
+    pub fn target(&self, node: &str) -> Option<&ControlTarget> {
+        self.targets.iter().find(|t| t.node == node)
+    }
+}
+
+/// A request, somewhere in a pipeline file, to make an edge node controllable: the node id,
+/// where it is written, and who asks (`control` for the top-level section, else the id of the
+/// `insight` node whose `control:` list names it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlRequest {
+    /// The node to control.
+    pub node: String,
+    /// Where it is named.
+    pub pos: Pos,
+    /// Who asks.
+    pub issuer: String,
+}
+
+/// The control actions a node kind supports at run time (empty: not controllable).
+///
+/// - `infer`: `set_threshold`, `swap_model`, `enable`, `disable`;
+/// - `detect`: `set_threshold` (the z-score threshold, or a threshold detector's `max`),
+///   `enable`, `disable`;
+/// - `window`: `set_window_size` (tumbling windows only), `enable`, `disable`;
+/// - `generator`: `set_sampling` (keep one reading in N), `enable`, `disable`.
+pub fn supported_actions(op: &Operator) -> &'static [&'static str] {
+    match op {
+        Operator::Infer(_) => &["set_threshold", "swap_model", "enable", "disable"],
+        Operator::Detect(_) => &["set_threshold", "enable", "disable"],
+        Operator::Window(w) if w.slide_ms == w.size_ms => &["set_window_size", "enable", "disable"],
+        Operator::Window(_) => &["enable", "disable"],
+        Operator::Generator(_) => &["set_sampling", "enable", "disable"],
+        _ => &[],
+    }
+}
+
+/// Every control request of a spec: the top-level `control: { nodes }` section (issuer
+/// `control`). An `insight` node's `control:` list adds its own requests here, with the
+/// insight's id as issuer, so that both reach the same [`ControlPlan`] (the insight's own
+/// checks report its bad targets; [`control_plan`] reports those of the top-level section).
+pub fn control_requests(spec: &PipelineSpec) -> Vec<ControlRequest> {
+    spec.control
+        .iter()
+        .map(|(node, pos)| ControlRequest {
+            node: node.clone(),
+            pos: *pos,
+            issuer: "control".to_owned(),
+        })
+        .collect()
+}
+
+/// Checks control requests against the typed nodes and builds the control plan (`None`
+/// without requests).
+fn control_plan(
+    r: &mut Reporter,
+    spec: &PipelineSpec,
+    nodes: &[PlanNode],
+    base_dir: &Path,
+) -> Option<ControlPlan> {
+    let requests = control_requests(spec);
+    if requests.is_empty() {
+        return None;
+    }
+    let mut targets: Vec<ControlTarget> = Vec::new();
+    for request in requests {
+        // An insight's own checks report its bad targets, with the action it names; here
+        // they are only left out.
+        if request.issuer != "control"
+            && !nodes.iter().any(|n| {
+                n.id == request.node
+                    && n.placement == Placement::Edge
+                    && !supported_actions(&n.operator).is_empty()
+            })
+        {
+            continue;
+        }
+        let Some(node) = nodes.iter().find(|n| n.id == request.node) else {
+            if spec.broken.contains_key(&request.node) {
+                continue;
+            }
+            let ids = nodes.iter().map(|n| n.id.as_str());
+            let hint = match did_you_mean(&request.node, ids) {
+                Some(m) => format!("did you mean \"{m}\"?"),
+                None => format!(
+                    "controllable edge nodes are: {}",
+                    nodes
+                        .iter()
+                        .filter(|n| n.placement == Placement::Edge
+                            && !supported_actions(&n.operator).is_empty())
+                        .map(|n| n.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            r.error(
+                request.pos,
+                format!(
+                    "{}: control target \"{}\" is not a node",
+                    issuer_text(&request.issuer),
+                    request.node
+                ),
+                Some(hint),
+            );
+            continue;
+        };
+        if node.placement != Placement::Edge {
+            r.error(
+                request.pos,
+                format!(
+                    "{}: control target \"{}\" runs in the cloud; control records reconfigure edge nodes",
+                    issuer_text(&request.issuer),
+                    node.id
+                ),
+                Some(format!(
+                    "name an edge node, or place \"{}\" at the edge (`placement: edge`)",
+                    node.id
+                )),
+            );
+            continue;
+        }
+        let actions = supported_actions(&node.operator);
+        if actions.is_empty() {
+            r.error(
+                request.pos,
+                format!(
+                    "{}: control target \"{}\" is a {} node, which takes no control records",
+                    issuer_text(&request.issuer),
+                    node.id,
+                    node.kind
+                ),
+                Some("controllable kinds are: infer, detect, window, generator".into()),
+            );
+            continue;
+        }
+        match targets.iter_mut().find(|t| t.node == node.id) {
+            Some(t) => {
+                if !t.issuers.contains(&request.issuer) {
+                    t.issuers.push(request.issuer);
+                }
+            }
+            None => targets.push(ControlTarget {
+                node: node.id.clone(),
+                actions,
+                issuers: vec![request.issuer],
+            }),
+        }
+    }
+    let position: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    targets.sort_by_key(|t| position.get(t.node.as_str()).copied());
+    Some(ControlPlan {
+        topic: format!("{}.control", spec.pipeline),
+        acks_topic: format!("{}.control.acks", spec.pipeline),
+        targets,
+        base_dir: base_dir.to_path_buf(),
+    })
+}
+
+fn issuer_text(issuer: &str) -> String {
+    if issuer == "control" {
+        "\"control.nodes\"".to_owned()
+    } else {
+        format!("node \"{issuer}\": field \"control\"")
+    }
 }
 
 /// One node of the plan.
@@ -131,7 +330,7 @@ pub fn plan_with(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Plan, Diagnostics> {
     let (spec, mut r) = spec::parse_partial(file_name, text, dir, env);
-    let plan = spec.and_then(|s| compile_into(&s, &mut r));
+    let plan = spec.and_then(|s| compile_into(&s, &mut r, dir));
     match plan {
         Some(plan) if r.is_empty() => Ok(plan),
         _ => Err(r.finish()),
@@ -179,14 +378,18 @@ struct StreamInfo {
 /// Checks the graph, schemas, expressions and placements of `spec` and builds the plan.
 pub fn compile(spec: &PipelineSpec) -> Result<Plan, Diagnostics> {
     let mut r = Reporter::new(&spec.file);
-    match compile_into(spec, &mut r) {
+    let dir = Path::new(&spec.file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    match compile_into(spec, &mut r, &dir) {
         Some(plan) if r.is_empty() => Ok(plan),
         _ => Err(r.finish()),
     }
 }
 
 /// Compiles `spec`, adding problems to `r`; `None` when any problem was found.
-fn compile_into(spec: &PipelineSpec, r: &mut Reporter) -> Option<Plan> {
+fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Plan> {
     let before = r.len();
     let index: HashMap<&str, usize> = spec
         .nodes
@@ -432,12 +635,17 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter) -> Option<Plan> {
         .map(|(i, n)| (n.id.as_str(), i))
         .collect();
     topics.sort_by_key(|t| (position.get(t.stream.node.as_str()).copied(), t.stream.port));
+    let control = control_plan(r, spec, &nodes, dir);
+    if r.len() > before {
+        return None;
+    }
 
     Some(Plan {
         transport: spec.transport.clone(),
         pipeline: spec.pipeline.clone(),
         nodes,
         topics,
+        control,
     })
 }
 

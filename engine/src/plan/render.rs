@@ -267,6 +267,23 @@ impl Plan {
                 );
             }
         }
+        if let Some(control) = &self.control {
+            let _ = writeln!(
+                out,
+                "\ncontrol: records on {}, acknowledgements on {}",
+                control.topic, control.acks_topic
+            );
+            for target in &control.targets {
+                let _ = writeln!(
+                    out,
+                    "  cloud {} --[{}]--> edge {} ({})",
+                    target.issuers.join(", "),
+                    control.topic,
+                    target.node,
+                    target.actions.join(", ")
+                );
+            }
+        }
         out
     }
 
@@ -307,6 +324,16 @@ impl Plan {
                 let _ = writeln!(out, "  \"{}\" -> \"{}\"{attrs};", stream.node, consumer.id);
             }
         }
+        for (issuer, target, topic) in self.control_arcs() {
+            if self.node(issuer).is_none() {
+                let _ = writeln!(out, "  \"{issuer}\" [shape=diamond];");
+            }
+            let _ = writeln!(
+                out,
+                "  \"{issuer}\" -> \"{target}\" [label=\"{}\", style=dotted, color=blue];",
+                escape(topic)
+            );
+        }
         let _ = writeln!(out, "}}");
         out
     }
@@ -344,6 +371,26 @@ impl Plan {
                 };
             }
         }
+        for (issuer, target, topic) in self.control_arcs() {
+            let _ = writeln!(out, "  {} -.->|\"{topic}\"| {}", id(issuer), id(target));
+        }
         out
+    }
+
+    /// Every control arc: (issuer, target node, topic). The issuer is an `insight` node, or
+    /// `control` for records people send.
+    fn control_arcs(&self) -> Vec<(&str, &str, &str)> {
+        let Some(control) = &self.control else {
+            return Vec::new();
+        };
+        control
+            .targets
+            .iter()
+            .flat_map(|t| {
+                t.issuers
+                    .iter()
+                    .map(|i| (i.as_str(), t.node.as_str(), control.topic.as_str()))
+            })
+            .collect()
     }
 }

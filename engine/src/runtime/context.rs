@@ -10,6 +10,7 @@ use arrow::record_batch::RecordBatch;
 use edgeflow_connectors::file_sink::{DeadLetterWriter, FileSink};
 use edgeflow_connectors::file_source::{DeadLetter, FileFormat};
 
+use super::control::ControlChannel;
 use crate::error::EngineError;
 use crate::metrics::{Metrics, NodeMetrics};
 use crate::plan::{Operator, Plan, SinkFormat};
@@ -28,6 +29,8 @@ pub struct RunContext {
     pub catalog: Arc<Catalog>,
     /// Set to ask every source to finish (Ctrl-C, or a failure).
     pub stop: Arc<AtomicBool>,
+    /// The control channel: records from the cloud to edge nodes, and acknowledgements.
+    pub control: Arc<ControlChannel>,
     dead_letters: Arc<Mutex<DeadLetterWriter>>,
     file_sinks: Arc<Mutex<BTreeMap<String, FileSink>>>,
     failure: Arc<Mutex<Option<String>>>,
@@ -83,6 +86,7 @@ impl RunContext {
         Ok(RunContext {
             pipeline: plan.pipeline.clone(),
             pipeline_dir,
+            control: Arc::new(ControlChannel::new(plan, &metrics, &catalog)),
             metrics,
             catalog,
             stop: Arc::new(AtomicBool::new(false)),

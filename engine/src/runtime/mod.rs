@@ -9,6 +9,7 @@ mod aggregate;
 pub mod batch;
 mod build;
 mod context;
+pub mod control;
 mod cut;
 mod exchange;
 mod kafka_nodes;
@@ -154,9 +155,11 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-/// The tables a plan materializes, empty, for `writers` workers.
+/// The tables a plan materializes, empty, for `writers` workers (and the control log when
+/// the plan has a control channel).
 pub fn catalog_for(plan: &Plan, writers: usize) -> Catalog {
     let mut catalog = Catalog::new();
+    control::add_control_log(plan, &mut catalog);
     for node in &plan.nodes {
         match &node.operator {
             Operator::Table {
@@ -224,6 +227,9 @@ impl build::CutWiring for EmbeddedWiring {
     }
 }
 
+/// The edge id an embedded run acknowledges control records as.
+const EMBEDDED_EDGE: &str = "embedded";
+
 fn embedded_producer(worker: usize) -> String {
     format!("embedded-{worker}")
 }
@@ -241,6 +247,32 @@ pub fn run_embedded(
             source,
         }
     })?;
+    if let Some(control) = &plan.control {
+        use control::{LogSink, LogSource};
+        let channel = &ctx.control;
+        channel.start_cloud(
+            Box::new(LogSink::open(
+                &log,
+                &plan.pipeline,
+                &control.topic,
+                "cloud",
+            )?),
+            Box::new(LogSource::open(&log, &control.topic)),
+            Box::new(LogSource::open(&log, &control.acks_topic)),
+        );
+        channel.start_edge(
+            EMBEDDED_EDGE,
+            options.workers.max(1),
+            Box::new(LogSource::open(&log, &control.topic)),
+            Box::new(LogSink::open(
+                &log,
+                &plan.pipeline,
+                &control.acks_topic,
+                EMBEDDED_EDGE,
+            )?),
+            None,
+        )?;
+    }
     let wiring = Arc::new(EmbeddedWiring { log });
     let halves = [Placement::Edge, Placement::Cloud];
     drive(plan, options, ctx, wiring, &halves, embedded_producer)

@@ -17,11 +17,13 @@ use std::time::{Duration, Instant};
 
 use edgeflow_connectors::error::chain;
 use edgeflow_connectors::kafka::{
-    CloudFeed, FrameProducer, KafkaSettings, LinkStats, ensure_topics, forward,
+    CloudFeed, FrameProducer, KafkaSettings, LinkStats, RecordWriter, TopicTail, ensure_topics,
+    forward,
 };
 use edgeflow_connectors::spool::{Spool, SpoolOptions};
 
 use super::build::CutWiring;
+use super::control::{MessageSink, MessageSource};
 use super::cut::{FrameIn, FrameOut, Producers};
 use super::{RunContext, RunOptions, RunReport, drive};
 use crate::error::EngineError;
@@ -99,6 +101,73 @@ fn report_link(
             std::thread::sleep(Duration::from_millis(200));
         }
     })
+}
+
+/// A control topic written through Kafka (JSON records keyed by issuer or edge id).
+struct KafkaMessageSink {
+    writer: RecordWriter,
+}
+
+impl MessageSink for KafkaMessageSink {
+    fn send(&mut self, key: &str, json: &[u8]) -> Result<(), EngineError> {
+        self.writer
+            .send(key.as_bytes(), json)
+            .map_err(connector_error("control topic"))
+    }
+}
+
+impl Drop for KafkaMessageSink {
+    /// Hands queued records and acknowledgements to the broker before the process ends.
+    fn drop(&mut self) {
+        if let Err(e) = self.writer.flush(Duration::from_secs(10)) {
+            tracing::warn!(error = %chain(&e), "control messages not delivered before exit");
+        }
+    }
+}
+
+/// A control topic read through Kafka, every partition from the beginning.
+struct KafkaMessageSource {
+    tail: TopicTail,
+}
+
+impl MessageSource for KafkaMessageSource {
+    fn poll(&mut self) -> Result<Vec<Vec<u8>>, EngineError> {
+        let records = self
+            .tail
+            .poll(1024, Duration::from_millis(50))
+            .map_err(connector_error("control topic"))?;
+        Ok(records.into_iter().map(|r| r.payload).collect())
+    }
+}
+
+fn control_writer(
+    transport: &TransportOptions,
+    client: String,
+    topic: &str,
+) -> Result<Box<dyn MessageSink>, EngineError> {
+    let writer = RecordWriter::new(
+        &settings(transport, client),
+        topic,
+        transport.partitions,
+        Arc::new(LinkStats::default()),
+    )
+    .map_err(connector_error(topic))?;
+    Ok(Box::new(KafkaMessageSink { writer }))
+}
+
+fn control_reader(
+    transport: &TransportOptions,
+    client: String,
+    topic: &str,
+) -> Result<Box<dyn MessageSource>, EngineError> {
+    let tail = TopicTail::new(
+        &settings(transport, client),
+        topic,
+        transport.partitions,
+        Arc::new(LinkStats::default()),
+    )
+    .map_err(connector_error(topic))?;
+    Ok(Box::new(KafkaMessageSource { tail }))
 }
 
 /// What an edge process is.
@@ -184,6 +253,17 @@ pub fn run_edge(
         Some(spool.clone()),
         done.clone(),
     );
+    if let Some(control) = &plan.control {
+        let client = format!("edgeflow-edge-{}-control", edge.edge_id);
+        let edge_dir = ctx.pipeline_dir.join(format!("edge-{}", edge.edge_id));
+        ctx.control.start_edge(
+            &edge.edge_id,
+            1,
+            control_reader(&edge.transport, client.clone(), &control.topic)?,
+            control_writer(&edge.transport, client, &control.acks_topic)?,
+            Some(edge_dir.join("control_applied.txt")),
+        )?;
+    }
     let wiring = Arc::new(EdgeWiring {
         spool: spool.clone(),
         stop: ctx.stop.clone(),
@@ -352,6 +432,22 @@ pub fn run_cloud(
         None,
         done.clone(),
     );
+    if let Some(control) = &plan.control {
+        let client = "edgeflow-cloud-control".to_owned();
+        ctx.control.start_cloud(
+            control_writer(&cloud.transport, client.clone(), &control.topic)?,
+            control_reader(
+                &cloud.transport,
+                format!("{client}-records"),
+                &control.topic,
+            )?,
+            control_reader(
+                &cloud.transport,
+                format!("{client}-acks"),
+                &control.acks_topic,
+            )?,
+        );
+    }
     let wiring = Arc::new(CloudWiring {
         kafka: settings(&cloud.transport, "edgeflow-cloud".into()),
         cloud: cloud.clone(),

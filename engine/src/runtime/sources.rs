@@ -1,7 +1,13 @@
 //! Source operators: the synthetic sensor generator and files. Each holds its capability at
 //! its low watermark, so the frontier it gives timely *is* the watermark.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use arrow::array::{BooleanArray, StringArray};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::record_batch::RecordBatch;
+use edgeflow_operators::control::{ControlAction, Sampler};
 
 use edgeflow_connectors::file_source::{FileFormat, FileSource, FileSourceOptions};
 use edgeflow_connectors::generator::{AnomalyShape, Generator, GeneratorOptions};
@@ -10,6 +16,7 @@ use timely::dataflow::operators::generic::operator::source;
 
 use super::batch::{Batch, EventTime};
 use super::build::{BatchStream, BuildEnv};
+use super::control::{ControlPort, Controllable, event_times, process_controlled};
 use crate::error::EngineError;
 use crate::plan::{FileFormatName, FileSourceSettings, GeneratorSettings, PlanNode};
 
@@ -98,6 +105,15 @@ pub fn generator<'scope>(
         .metrics
         .node(&node.id, node.kind, node.placement.name());
     let ctx = env.ctx.clone();
+    let mut control = env
+        .ctx
+        .control
+        .port(&node.id, env.worker)
+        .map(|port| SampledSource {
+            port: Some(port),
+            enabled: true,
+            sampler: Sampler::default(),
+        });
     Ok(source(
         scope,
         &operator_name(node),
@@ -112,6 +128,9 @@ pub fn generator<'scope>(
                 };
                 if ctx.stopping() {
                     capability = None;
+                    if let Some(control) = control.as_mut() {
+                        control.input_ended();
+                    }
                     return;
                 }
                 for _ in 0..BATCHES_PER_ACTIVATION {
@@ -127,10 +146,19 @@ pub fn generator<'scope>(
                     }
                     let Some(batch) = generator.next_batch(batch_rows) else {
                         capability = None;
+                        if let Some(control) = control.as_mut() {
+                            control.input_ended();
+                        }
                         return;
                     };
-                    metrics.events_out.inc_by(batch.num_rows() as u64);
-                    output.session(&*cap).give(Batch(batch));
+                    let batch = match control.as_mut() {
+                        Some(control) => control.filter(&batch),
+                        None => Some(batch),
+                    };
+                    if let Some(batch) = batch {
+                        metrics.events_out.inc_by(batch.num_rows() as u64);
+                        output.session(&*cap).give(Batch(batch));
+                    }
                     let watermark = generator.watermark();
                     if watermark > *cap.time() {
                         cap.downgrade(&watermark);
@@ -140,6 +168,69 @@ pub fn generator<'scope>(
             }
         },
     ))
+}
+
+/// A controllable generator: its readings pass through a sampler (keep one reading in N per
+/// device, from `set_sampling`) and stop while it is disabled; the source keeps advancing
+/// its watermark.
+struct SampledSource {
+    port: Option<ControlPort>,
+    enabled: bool,
+    sampler: Sampler,
+}
+
+impl SampledSource {
+    /// The rows of a generated batch that are emitted.
+    fn filter(&mut self, batch: &RecordBatch) -> Option<RecordBatch> {
+        let times = event_times(batch, "ts");
+        let sampler = &mut self.sampler;
+        let kept = process_controlled(
+            &mut self.port,
+            &mut self.enabled,
+            sampler,
+            batch,
+            &times,
+            |sampler, rows| {
+                let devices = rows
+                    .column_by_name("device")
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+                let keep = match devices {
+                    Some(devices) => sampler.keep(devices.iter().map(Option::unwrap_or_default)),
+                    None => sampler.keep(std::iter::repeat_n("", rows.num_rows())),
+                };
+                let mask: BooleanArray = keep.into_iter().map(Some).collect();
+                Ok(Some(filter_record_batch(rows, &mask)?))
+            },
+        )
+        .ok()?;
+        let kept: Vec<RecordBatch> = kept.into_iter().filter(|b| b.num_rows() > 0).collect();
+        match kept.len() {
+            0 => None,
+            1 => kept.into_iter().next(),
+            _ => concat_batches(&kept[0].schema(), &kept).ok(),
+        }
+    }
+
+    fn input_ended(&mut self) {
+        if let Some(port) = self.port.as_mut() {
+            port.input_ended();
+        }
+    }
+}
+
+impl Controllable for Sampler {
+    fn apply(
+        &mut self,
+        action: &ControlAction,
+        _applied_at: i64,
+        _base_dir: &Path,
+    ) -> Result<String, String> {
+        let ControlAction::SetSampling { every } = action else {
+            return Err(format!("a generator does not take {}", action.name()));
+        };
+        self.set_every(*every).map_err(|e| e.to_string())?;
+        Ok(format!("keeping 1 reading in {every}"))
+    }
 }
 
 /// The `file` kind as a source: CSV or JSON lines, read by worker 0; bad lines go to the

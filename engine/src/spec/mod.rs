@@ -200,6 +200,9 @@ pub struct PipelineSpec {
     pub schemas: BTreeMap<String, EventSchema>,
     /// The `transport:` section.
     pub transport: TransportSpec,
+    /// The `control: { nodes: [...] }` section: edge nodes the cloud may reconfigure while
+    /// running (`edgeflow control`, `POST /control`), each with where it is written.
+    pub control: Vec<(String, Pos)>,
     /// The nodes, in file order.
     pub nodes: Vec<NodeSpec>,
     /// Nodes left out because they have errors (only in a spec from [`parse_partial`]), with
@@ -305,7 +308,14 @@ pub fn parse_partial(
     (spec, r)
 }
 
-const TOP_LEVEL: &[&str] = &["pipeline", "description", "schema", "transport", "nodes"];
+const TOP_LEVEL: &[&str] = &[
+    "pipeline",
+    "description",
+    "schema",
+    "transport",
+    "control",
+    "nodes",
+];
 
 /// The optional `transport:` section: how the `edge` and `cloud` roles reach Kafka. Every
 /// setting can be overridden by a flag or an `EDGEFLOW_*` variable.
@@ -337,6 +347,7 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
     let mut schemas = BTreeMap::new();
     let mut nodes_node = None;
     let mut transport = TransportSpec::default();
+    let mut control = Vec::new();
     for (key, value) in entries {
         match key.name.as_str() {
             "pipeline" => match value.as_scalar() {
@@ -351,6 +362,7 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
             "description" => description = scalar_text(r, value, "description"),
             "schema" => schemas = build_schemas(r, value),
             "transport" => transport = kinds::build_transport(r, value),
+            "control" => control = build_control(r, value),
             "nodes" => nodes_node = Some(value),
             other => unknown_key(
                 r,
@@ -411,9 +423,72 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
         description,
         schemas,
         transport,
+        control,
         nodes,
         broken,
     })
+}
+
+/// The top-level `control:` section: `{ nodes: [node, ...] }`.
+fn build_control(r: &mut Reporter, value: &Node) -> Vec<(String, Pos)> {
+    const HINT: &str =
+        "write `control: { nodes: [node, ...] }` with the edge nodes the cloud may reconfigure";
+    let Value::Map(entries) = &value.value else {
+        r.error(
+            value.pos,
+            format!("\"control\" must be a map, not {}", value.shape()),
+            Some(HINT.into()),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, node) in entries {
+        if key.name != "nodes" {
+            unknown_key(
+                r,
+                key,
+                &format!("\"control\": unknown key \"{}\"", key.name),
+                &["nodes"],
+            );
+            continue;
+        }
+        let Value::Seq(items) = &node.value else {
+            r.error(
+                node.pos,
+                format!(
+                    "\"control.nodes\" must be a list of node ids, not {}",
+                    node.shape()
+                ),
+                Some(HINT.into()),
+            );
+            continue;
+        };
+        for item in items {
+            match item.as_scalar() {
+                Some(id) if !id.is_empty() => {
+                    if out.iter().any(|(seen, _)| seen == id) {
+                        r.error(
+                            item.pos,
+                            format!("\"control.nodes\": \"{id}\" is listed twice"),
+                            Some("list each node once".into()),
+                        );
+                    } else {
+                        out.push((id.to_owned(), item.pos));
+                    }
+                }
+                _ if item.value == Value::Poisoned => {}
+                _ => r.error(
+                    item.pos,
+                    format!(
+                        "\"control.nodes\": expected a node id, not {}",
+                        item.shape()
+                    ),
+                    None,
+                ),
+            }
+        }
+    }
+    out
 }
 
 fn check_table_names(r: &mut Reporter, nodes: &[NodeSpec]) {

@@ -1,8 +1,14 @@
-//! The HTTP interface of a serving process: `POST /sql`, `GET /metrics`, `GET /health`.
+//! The HTTP interface of a serving process: `POST /sql`, `POST /control`, `GET /metrics`,
+//! `GET /health`.
 //!
 //! `POST /sql` takes the statement as the request body (plain text, or JSON `{"sql": ...}`)
 //! and answers JSON rows, or CSV / Arrow IPC / a text table as the `Accept` header asks.
 //! Bad SQL is a 400 with `{"error": ...}`.
+//!
+//! `POST /control` takes a control record as JSON (`{"node": "spikes", "action":
+//! "set_threshold", "value": 6, "apply_at": 1767225660000, "reason": "..."}`; `apply_at`
+//! defaults to the process's current watermark) and publishes it on the control topic; the
+//! answer is the record as sent, with its id.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,9 +21,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use edgeflow_operators::control::{ControlAction, ControlRecord};
+use serde::Deserialize;
+
 use super::{QueryEngine, ResultFormat, encode_result};
 use crate::error::EngineError;
 use crate::metrics::Metrics;
+use crate::runtime::control::ControlChannel;
 
 /// What the server needs from the running pipeline.
 pub struct ServerState {
@@ -29,12 +39,28 @@ pub struct ServerState {
     pub metrics: Metrics,
     /// Set once the pipeline's dataflows have finished (the tables are final).
     pub finished: AtomicBool,
+    /// Where `POST /control` publishes (none: the endpoint answers 404).
+    pub control: Option<Arc<ControlChannel>>,
+}
+
+/// The body of `POST /control`.
+#[derive(Debug, Deserialize)]
+struct ControlRequest {
+    node: String,
+    #[serde(flatten)]
+    action: ControlAction,
+    apply_at: Option<i64>,
+    #[serde(default)]
+    reason: String,
+    issued_by: Option<String>,
+    id: Option<String>,
 }
 
 /// The router of the HTTP interface.
 pub fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/sql", post(sql))
+        .route("/control", post(control))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .with_state(state)
@@ -99,6 +125,54 @@ async fn sql(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: By
     match encode_result(&result, format) {
         Ok(bytes) => ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response(),
         Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn control(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
+    let Some(channel) = &state.control else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "this process does not publish control records",
+        );
+    };
+    let request: ControlRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "a control request looks like {{\"node\": \"spikes\", \"action\": \"set_threshold\", \"value\": 6}}: {e}"
+                ),
+            );
+        }
+    };
+    let record = ControlRecord {
+        id: request.id.unwrap_or_default(),
+        node: request.node,
+        action: request.action,
+        apply_at: request.apply_at.unwrap_or_else(|| channel.watermark()),
+        issued_by: request.issued_by.unwrap_or_else(|| "http".to_owned()),
+        reason: request.reason,
+    };
+    // Publishing may wait for the transport to start, and writes a file or a Kafka queue.
+    let channel = channel.clone();
+    let sent = match tokio::task::spawn_blocking(move || channel.send(record)).await {
+        Ok(sent) => sent,
+        Err(e) => {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("publishing the control record: {e}"),
+            );
+        }
+    };
+    match sent {
+        Ok(issued) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string(&issued).unwrap_or_default(),
+        )
+            .into_response(),
+        Err(EngineError::Control(message)) => error_response(StatusCode::BAD_REQUEST, &message),
+        Err(e) => error_response(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
 
