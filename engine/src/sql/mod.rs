@@ -1,11 +1,14 @@
 //! SQL over the materialized tables: DataFusion for planning and execution, plus the
 //! output formats the HTTP endpoint and the CLI speak (JSON rows, CSV, Arrow IPC, text).
 //!
-//! Every query runs against a fresh snapshot of each table, taken when the query starts.
+//! Every query runs against a fresh snapshot of each table, taken when the query starts,
+//! next to the system tables (`edgeflow_nodes`, `edgeflow_edges`, `edgeflow_topics`,
+//! `edgeflow_tables`; see [`system`]).
 
 pub mod catalog;
 pub mod http;
 pub mod pgwire;
+pub mod system;
 
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::EngineError;
 pub use catalog::{Catalog, MaterializedTable, TableSnapshot};
+pub use system::SystemState;
 
 /// The result of one query.
 #[derive(Debug, Clone)]
@@ -33,16 +37,29 @@ impl QueryResult {
     }
 }
 
-/// Runs SQL against a [`Catalog`].
+/// Runs SQL against a [`Catalog`] and the system tables.
 #[derive(Debug, Clone)]
 pub struct QueryEngine {
     catalog: Arc<Catalog>,
+    system: Option<Arc<SystemState>>,
 }
 
 impl QueryEngine {
-    /// An engine over these tables.
+    /// An engine over these tables (the node, edge and topic system tables stay empty until
+    /// [`QueryEngine::with_system`] gives it a running pipeline's state).
     pub fn new(catalog: Arc<Catalog>) -> Self {
-        QueryEngine { catalog }
+        QueryEngine {
+            catalog,
+            system: None,
+        }
+    }
+
+    /// The same engine, with the system tables of a running pipeline.
+    pub fn with_system(self, system: Arc<SystemState>) -> Self {
+        QueryEngine {
+            system: Some(system),
+            ..self
+        }
     }
 
     /// The tables it queries.
@@ -52,14 +69,30 @@ impl QueryEngine {
 
     /// Plans and runs one SQL statement. Bad SQL is an [`EngineError::Sql`] whose message
     /// is DataFusion's, meant for the user.
+    ///
+    /// Each table is read from one snapshot, taken before planning; `edgeflow_tables` is
+    /// built from those same snapshots, so its `frontier` is the one the statement read.
     pub async fn query(&self, sql: &str) -> Result<QueryResult, EngineError> {
         let ctx = SessionContext::new();
+        let register = |name: &str, schema: SchemaRef, batches: Vec<RecordBatch>| {
+            let provider = MemTable::try_new(schema, vec![batches])
+                .map_err(|e| EngineError::Internal(format!("table {name}: {e}")))?;
+            ctx.register_table(name, Arc::new(provider))
+                .map(|_| ())
+                .map_err(|e| EngineError::Internal(format!("table {name}: {e}")))
+        };
+        let mut reads = Vec::new();
         for table in self.catalog.tables() {
             let snapshot = table.snapshot();
-            let provider = MemTable::try_new(table.schema(), vec![snapshot.batches])
-                .map_err(|e| EngineError::Internal(format!("table {}: {e}", table.name())))?;
-            ctx.register_table(table.name(), Arc::new(provider))
-                .map_err(|e| EngineError::Internal(format!("table {}: {e}", table.name())))?;
+            reads.push(system::TableRead {
+                name: table.name().to_string(),
+                rows: snapshot.batches.iter().map(RecordBatch::num_rows).sum(),
+                frontier: snapshot.frontier,
+            });
+            register(table.name(), table.schema(), snapshot.batches)?;
+        }
+        for (name, batch) in system::system_tables(self.system.as_deref(), &reads) {
+            register(name, batch.schema(), vec![batch])?;
         }
         let frame = ctx.sql(sql).await.map_err(sql_error)?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
