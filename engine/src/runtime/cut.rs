@@ -448,16 +448,14 @@ pub fn consume<'scope>(
                     } else {
                         None
                     };
-                    let state = producers
-                        .entry(header.edge_id.clone())
-                        .or_insert_with(|| {
-                            ProducerState::new(system.edge(
-                                &topic_name,
-                                &header.edge_id,
-                                EdgeSide::Consumer,
-                                None,
-                            ))
-                        });
+                    let state = producers.entry(header.edge_id.clone()).or_insert_with(|| {
+                        ProducerState::new(system.edge(
+                            &topic_name,
+                            &header.edge_id,
+                            EdgeSide::Consumer,
+                            None,
+                        ))
+                    });
                     state.last_seen = Instant::now();
                     state.applied_sequence = header.sequence;
                     state.watermark = state.watermark.max(header.watermark);
