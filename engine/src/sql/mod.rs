@@ -74,13 +74,6 @@ impl QueryEngine {
     /// built from those same snapshots, so its `frontier` is the one the statement read.
     pub async fn query(&self, sql: &str) -> Result<QueryResult, EngineError> {
         let ctx = SessionContext::new();
-        let register = |name: &str, schema: SchemaRef, batches: Vec<RecordBatch>| {
-            let provider = MemTable::try_new(schema, vec![batches])
-                .map_err(|e| EngineError::Internal(format!("table {name}: {e}")))?;
-            ctx.register_table(name, Arc::new(provider))
-                .map(|_| ())
-                .map_err(|e| EngineError::Internal(format!("table {name}: {e}")))
-        };
         let mut reads = Vec::new();
         for table in self.catalog.tables() {
             let snapshot = table.snapshot();
@@ -89,16 +82,43 @@ impl QueryEngine {
                 rows: snapshot.batches.iter().map(RecordBatch::num_rows).sum(),
                 frontier: snapshot.frontier,
             });
-            register(table.name(), table.schema(), snapshot.batches)?;
+            register(&ctx, table.name(), table.schema(), snapshot.batches)?;
         }
         for (name, batch) in system::system_tables(self.system.as_deref(), &reads) {
-            register(name, batch.schema(), vec![batch])?;
+            register(&ctx, name, batch.schema(), vec![batch])?;
         }
         let frame = ctx.sql(sql).await.map_err(sql_error)?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await.map_err(sql_error)?;
         Ok(QueryResult { schema, batches })
     }
+
+    /// A session with every table, the user's and the system's, registered empty: for
+    /// planning a statement (its result columns) without reading anything.
+    pub fn planning_session(&self) -> Result<SessionContext, EngineError> {
+        let ctx = SessionContext::new();
+        for table in self.catalog.tables() {
+            register(&ctx, table.name(), table.schema(), Vec::new())?;
+        }
+        for (name, schema) in system::system_schemas() {
+            register(&ctx, name, schema, Vec::new())?;
+        }
+        Ok(ctx)
+    }
+}
+
+/// Registers `batches` as the table `name` of a session.
+fn register(
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<(), EngineError> {
+    let provider = MemTable::try_new(schema, vec![batches])
+        .map_err(|e| EngineError::Internal(format!("table {name}: {e}")))?;
+    ctx.register_table(name, Arc::new(provider))
+        .map(|_| ())
+        .map_err(|e| EngineError::Internal(format!("table {name}: {e}")))
 }
 
 fn sql_error(e: datafusion::error::DataFusionError) -> EngineError {

@@ -11,7 +11,7 @@
 //! - `edgeflow_nodes`: one row per dataflow node this process runs (the plan's nodes of the
 //!   halves it runs, plus one `cut` node per topic the cloud half reads). `watermark` is the
 //!   node's input frontier (a source's or a cut's: its output frontier), the minimum over
-//!   workers (once `finished`, the last one it had); `lag_ms` is how far it is behind the newest watermark of the heads feeding it
+//!   workers (null until known and once `finished`); `lag_ms` is how far it is behind the newest watermark of the heads feeding it
 //!   (event time, not wall clock): the sources of its half, or, for the cloud half, the
 //!   newest watermark any producer sent on the cut topics it reads.
 //! - `edgeflow_edges`: one row per (topic, producer edge id). A process that reads the cut
@@ -318,18 +318,13 @@ impl SystemState {
                 .map(|s| s.current.load(Ordering::Relaxed))
                 .collect();
             let finished = current.iter().all(|&w| w == ENDED);
-            // Running: the minimum over workers. Finished: the last one it had (the minimum
-            // over the workers that ever had one).
-            let watermark = if finished {
-                entry
-                    .slots
-                    .iter()
-                    .map(|s| s.last_finite.load(Ordering::Relaxed))
-                    .filter(|&w| w != UNKNOWN)
-                    .min()
-            } else {
-                current.iter().copied().min().filter(|&w| w != UNKNOWN)
-            };
+            // The minimum over workers; none before every worker has one, nor once the
+            // input ended (an empty frontier: every time has passed).
+            let watermark = current
+                .iter()
+                .copied()
+                .min()
+                .filter(|&w| w != UNKNOWN && w != ENDED);
             let heads = self.heads.get(id).map(Vec::as_slice).unwrap_or_default();
             let head = if entry.kind == CUT_KIND {
                 self.head_watermark(id, &nodes)
@@ -695,6 +690,16 @@ pub fn tables_batch(reads: &[TableRead]) -> RecordBatch {
     )
 }
 
+/// The name and schema of every system table.
+pub fn system_schemas() -> [(&'static str, SchemaRef); 4] {
+    [
+        (NODES_TABLE, nodes_schema()),
+        (EDGES_TABLE, edges_schema()),
+        (TOPICS_TABLE, topics_schema()),
+        (TABLES_TABLE, tables_schema()),
+    ]
+}
+
 /// The four system tables, by name, as one query sees them (`state`: `None` when the engine
 /// serves no running pipeline: the node, edge and topic tables are empty).
 pub fn system_tables(
@@ -796,13 +801,17 @@ nodes:
         let watermark = column(&nodes, "watermark").as_primitive::<TimestampMillisecondType>();
         assert_eq!(watermark.value(1), 9_000);
 
-        // Finished nodes: no lag, their last watermark kept.
+        // Finished nodes: no lag, no watermark (the frontier is empty).
         per_sec[0].observe(i64::MAX);
         per_sec[1].observe(i64::MAX);
         let nodes = state.nodes_batch();
         assert_eq!(lag_of(&nodes, "per_sec"), Some(0));
-        let watermark = column(&nodes, "watermark").as_primitive::<TimestampMillisecondType>();
-        assert_eq!(watermark.value(1), 9_000);
+        assert!(column(&nodes, "watermark").is_null(1));
+        // The finished source still heads the window: its last watermark counts.
+        sensors[1].observe(i64::MAX);
+        let nodes = state.nodes_batch();
+        assert_eq!(lag_of(&nodes, "fleet"), Some(2_000));
+        assert_eq!(lag_of(&nodes, "sensors"), Some(2_500));
         assert!(column(&nodes, "finished").as_boolean().value(1));
 
         let edges = state.edges_batch();
