@@ -109,13 +109,14 @@ pub fn build_half(
                 1 => inputs.into_iter().next(),
                 _ => Some(scope.concatenate(inputs)),
             };
-            // A node's watermark: its input frontier; a source's: its output frontier.
-            let slot = ctx
-                .system
-                .watch_node(&node.id, node.kind, node.placement.name());
+            // A node's watermark: its input frontier; a source's: its output frontier. (A
+            // node with neither, such as a reference, is not a dataflow node of its own.)
             let probed = input.clone();
             let outputs = build_node(scope, node, input, &env)?;
             if let Some(stream) = probed.or_else(|| outputs.main.clone()) {
+                let slot = ctx
+                    .system
+                    .watch_node(&node.id, node.kind, node.placement.name());
                 sinks::watermark_probe(stream, slot, &node.id);
             }
             if let Some(main) = outputs.main {
