@@ -122,7 +122,9 @@ fn main() {
     let ctx =
         RunContext::new(&plan, data.path(), Metrics::new(), catalog.clone()).expect("run context");
     let engine = QueryEngine::new(catalog).with_system(ctx.system.clone());
-    let tokio = tokio::runtime::Builder::new_current_thread()
+    // As `edgeflow run --serve` runs its servers: two async worker threads.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .build()
         .expect("tokio");
 
