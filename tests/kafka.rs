@@ -253,13 +253,43 @@ fn two_edges_and_a_cloud_match_the_embedded_run() {
     let expected = embedded(&p, dir.path(), 40_000);
     let broker = Broker::start(dir.path());
     let data = dir.path().join("data");
-    let cloud_run = start(&mut cloud(&p, &data, &broker));
-    let a = start(&mut edge(&p, &data, &broker, "a", "0/2", 40_000));
+    // After the run, each side's system tables: the cloud sees both edges on both topics,
+    // each frame applied once; an edge sees its own frames, all delivered from its spool.
+    let cloud_edges = "SELECT topic, edge_id, side, ended, sequence = frames AS all_applied, \
+                       spool_frames IS NULL AS no_spool FROM edgeflow_edges ORDER BY topic, edge_id";
+    let cloud_topics =
+        "SELECT topic, frames_received > 0 AS received FROM edgeflow_topics ORDER BY topic";
+    let cloud_run =
+        start(cloud(&p, &data, &broker).args(["--query", cloud_edges, "--query", cloud_topics]));
+    let edge_edges = "SELECT topic, edge_id, side, ended, sequence = frames AS all_written, \
+                      spool_frames, spool_bytes IS NOT NULL AS spool_bytes FROM edgeflow_edges ORDER BY topic";
+    let a = start(
+        edge(&p, &data, &broker, "a", "0/2", 40_000)
+            .args(["--query", edge_edges, "--format", "csv"]),
+    );
     let b = start(&mut edge(&p, &data, &broker, "b", "1/2", 40_000));
-    finish(a, "edge a", LIMIT);
+    let a_out = finish(a, "edge a", LIMIT);
+    assert_eq!(
+        a_out,
+        "topic,edge_id,side,ended,all_written,spool_frames,spool_bytes\n\
+         linkfleet.per_sec,a,producer,true,true,0,true\n\
+         linkfleet.spikes,a,producer,true,true,0,true\n"
+    );
     finish(b, "edge b", LIMIT);
     let out = finish(cloud_run, "cloud", LIMIT);
-    assert_eq!(out, expected);
+    let system = "topic,edge_id,side,ended,all_applied,no_spool\n\
+                  linkfleet.per_sec,a,consumer,true,true,true\n\
+                  linkfleet.per_sec,b,consumer,true,true,true\n\
+                  linkfleet.spikes,a,consumer,true,true,true\n\
+                  linkfleet.spikes,b,consumer,true,true,true\n\
+                  topic,received\n\
+                  linkfleet.dead_letter,false\n\
+                  linkfleet.per_sec,true\n\
+                  linkfleet.spikes,true\n";
+    let tables = out
+        .strip_suffix(system)
+        .unwrap_or_else(|| panic!("cloud output: {out}"));
+    assert_eq!(tables, expected);
 }
 
 #[test]

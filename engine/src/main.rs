@@ -506,7 +506,7 @@ fn run(args: RunArgs, role: impl FnOnce(&Plan) -> Result<Role>) -> Result<ExitCo
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let engine = QueryEngine::new(catalog);
+    let engine = QueryEngine::new(catalog).with_system(ctx.system.clone());
     let state = Arc::new(ServerState {
         pipeline: plan.pipeline.clone(),
         engine: engine.clone(),

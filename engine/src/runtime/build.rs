@@ -13,6 +13,7 @@ use super::cut::{FrameIn, FrameOut, Producers};
 use super::{RunOptions, aggregate, cut, kafka_nodes, sinks, sources, transforms, window};
 use crate::error::EngineError;
 use crate::plan::{CutTopic, Operator, Placement, Plan, PlanNode, Port, StreamRef};
+use crate::sql::system::CUT_KIND;
 
 /// A stream of batches in event time.
 pub type BatchStream<'scope> = Stream<'scope, EventTime, Vec<Batch>>;
@@ -83,6 +84,10 @@ pub fn build_half(
             for topic in &plan.topics {
                 let (input, producers) = wiring.input(topic, index)?;
                 let stream = cut::consume(scope, topic, &env, input, producers);
+                let slot = ctx
+                    .system
+                    .watch_node(&topic.name, CUT_KIND, Placement::Cloud.name());
+                sinks::watermark_probe(stream.clone(), slot, &topic.name);
                 streams.insert(topic.stream.clone(), stream);
             }
         }
@@ -104,7 +109,16 @@ pub fn build_half(
                 1 => inputs.into_iter().next(),
                 _ => Some(scope.concatenate(inputs)),
             };
+            // A node's watermark: its input frontier; a source's: its output frontier. (A
+            // node with neither, such as a reference, is not a dataflow node of its own.)
+            let probed = input.clone();
             let outputs = build_node(scope, node, input, &env)?;
+            if let Some(stream) = probed.or_else(|| outputs.main.clone()) {
+                let slot = ctx
+                    .system
+                    .watch_node(&node.id, node.kind, node.placement.name());
+                sinks::watermark_probe(stream, slot, &node.id);
+            }
             if let Some(main) = outputs.main {
                 streams.insert(
                     StreamRef {

@@ -1,5 +1,5 @@
-//! What every operator of a run shares: metrics, tables, the dead-letter output, file
-//! sinks, the stop flag and the first failure.
+//! What every operator of a run shares: metrics, tables, the system tables' state, the
+//! dead-letter output, file sinks, the stop flag and the first failure.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use super::control::ControlChannel;
 use crate::error::EngineError;
 use crate::metrics::{Metrics, NodeMetrics};
 use crate::plan::{Operator, Plan, SinkFormat};
-use crate::sql::Catalog;
+use crate::sql::{Catalog, SystemState};
 
 /// Shared state of one run; cheap to clone (everything is behind `Arc`s).
 #[derive(Clone)]
@@ -27,6 +27,8 @@ pub struct RunContext {
     pub metrics: Metrics,
     /// The tables `table` nodes write.
     pub catalog: Arc<Catalog>,
+    /// What the SQL system tables show: node watermarks, cut producers.
+    pub system: Arc<SystemState>,
     /// Set to ask every source to finish (Ctrl-C, or a failure).
     pub stop: Arc<AtomicBool>,
     /// The control channel: records from the cloud to edge nodes, and acknowledgements.
@@ -87,6 +89,7 @@ impl RunContext {
             pipeline: plan.pipeline.clone(),
             pipeline_dir,
             control: Arc::new(ControlChannel::new(plan, &metrics, &catalog)),
+            system: Arc::new(SystemState::new(plan, metrics.clone())),
             metrics,
             catalog,
             stop: Arc::new(AtomicBool::new(false)),

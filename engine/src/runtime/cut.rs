@@ -36,6 +36,7 @@ use crate::error::EngineError;
 use crate::metrics::TopicMetrics;
 use crate::plan::CutTopic;
 use crate::spec::CompressMode;
+use crate::sql::system::{EdgeProgress, EdgeSide};
 
 /// Where the frames of a cut stream go.
 pub enum FrameOut {
@@ -112,6 +113,8 @@ struct TopicWriter {
     topic: String,
     header: FrameHeader,
     metrics: TopicMetrics,
+    /// This edge's row in `edgeflow_edges`, when it writes to its own spool (edge role).
+    progress: Option<Arc<EdgeProgress>>,
 }
 
 impl TopicWriter {
@@ -145,6 +148,9 @@ impl TopicWriter {
         let bytes = self.out.append(&self.topic, &frame)?;
         self.metrics.bytes.inc_by(bytes);
         self.metrics.frames.inc();
+        if let Some(progress) = &self.progress {
+            progress.record_frame(frame.header.sequence, watermark, bytes);
+        }
         Ok(())
     }
 }
@@ -171,8 +177,18 @@ pub fn produce(
             Some(Encoder::new(options).map_err(|e| EngineError::Internal(chain(&e)))?)
         }
     };
+    let progress = match &out {
+        FrameOut::Spool { spool, .. } => Some(env.ctx.system.edge(
+            &topic.name,
+            edge_id,
+            EdgeSide::Producer,
+            Some(spool.clone()),
+        )),
+        FrameOut::Log(_) => None,
+    };
     let mut writer = TopicWriter {
         out,
+        progress,
         encoder,
         topic: topic.name.clone(),
         header: FrameHeader {
@@ -236,14 +252,17 @@ struct ProducerState {
     watermark: EventTime,
     applied_sequence: u64,
     last_seen: Instant,
+    /// The same progress, published for `edgeflow_edges`.
+    published: Arc<EdgeProgress>,
 }
 
 impl ProducerState {
-    fn new() -> Self {
+    fn new(published: Arc<EdgeProgress>) -> Self {
         ProducerState {
             watermark: EventTime::MIN,
             applied_sequence: 0,
             last_seen: Instant::now(),
+            published,
         }
     }
 }
@@ -347,6 +366,7 @@ pub fn consume<'scope>(
     let metrics = env.ctx.metrics.topic(&topic.name);
     let node_metrics = env.ctx.metrics.node(&topic.name, "cut", "cloud");
     let ctx = env.ctx.clone();
+    let system = env.ctx.system.clone();
     let topic_name = topic.name.clone();
     let started = Instant::now();
     source(
@@ -401,11 +421,12 @@ pub fn consume<'scope>(
                         ));
                         continue;
                     }
-                    if producers
+                    if let Some(p) = producers
                         .get(&header.edge_id)
-                        .is_some_and(|p| header.sequence <= p.applied_sequence)
+                        .filter(|p| header.sequence <= p.applied_sequence)
                     {
                         metrics.duplicates.inc();
+                        p.published.record_duplicate();
                         continue;
                     }
                     // Check a data frame fully before it may move its producer's watermark.
@@ -427,12 +448,22 @@ pub fn consume<'scope>(
                     } else {
                         None
                     };
-                    let state = producers
-                        .entry(header.edge_id.clone())
-                        .or_insert_with(ProducerState::new);
+                    let state = producers.entry(header.edge_id.clone()).or_insert_with(|| {
+                        ProducerState::new(system.edge(
+                            &topic_name,
+                            &header.edge_id,
+                            EdgeSide::Consumer,
+                            None,
+                        ))
+                    });
                     state.last_seen = Instant::now();
                     state.applied_sequence = header.sequence;
                     state.watermark = state.watermark.max(header.watermark);
+                    state.published.record_frame(
+                        header.sequence,
+                        header.watermark,
+                        frame.payload.len() as u64,
+                    );
                     if let Some(batch) = batch {
                         node_metrics.events_out.inc_by(batch.num_rows() as u64);
                         session.give(Batch(batch));

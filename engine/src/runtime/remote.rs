@@ -424,6 +424,7 @@ pub fn run_cloud(
     cloud: &CloudOptions,
     ctx: RunContext,
 ) -> Result<RunReport, EngineError> {
+    ctx.system.set_dead_letter_topic(&dead_letter_topic(&plan));
     let stats = Arc::new(LinkStats::default());
     let done = Arc::new(AtomicBool::new(false));
     let reporter = report_link(

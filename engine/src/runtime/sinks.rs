@@ -2,6 +2,7 @@
 //! sink that keeps late rows nobody consumes from being lost.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
@@ -15,6 +16,7 @@ use super::build::{BatchStream, BuildEnv};
 use super::sources::operator_name;
 use crate::error::EngineError;
 use crate::plan::PlanNode;
+use crate::sql::system::WatermarkSlot;
 
 /// The `table` kind: appends rows to the materialized table and tells it how far this
 /// worker's input is complete, so SQL sees whole windows only.
@@ -57,6 +59,26 @@ pub fn table(
         table.advance(worker, watermark);
     });
     Ok(())
+}
+
+/// Publishes a stream's frontier (a node's watermark) to the system tables' `slot`; the
+/// batches are only looked at by reference count (a stream with several readers hands
+/// each a clone of the `Arc`-backed batch).
+pub fn watermark_probe(stream: BatchStream, slot: Arc<WatermarkSlot>, name: &str) {
+    stream.sink(
+        Pipeline,
+        &format!("watermark[{name}]"),
+        move |(input, frontier)| {
+            input.for_each(|_cap, data| data.clear());
+            slot.observe(
+                frontier
+                    .frontier()
+                    .first()
+                    .copied()
+                    .unwrap_or(EventTime::MAX),
+            );
+        },
+    );
 }
 
 /// The `file` kind as a sink.

@@ -785,6 +785,14 @@ pub(crate) fn build_transport(r: &mut Reporter, value: &Node) -> TransportSpec {
     }
 }
 
+/// Names of the SQL system tables, which no `table` node may take.
+pub const SYSTEM_TABLE_NAMES: [&str; 4] = [
+    "edgeflow_nodes",
+    "edgeflow_edges",
+    "edgeflow_topics",
+    "edgeflow_tables",
+];
+
 const DURATION_HINT: &str = "expected a duration like \"500ms\", \"1s\" or \"5m\"";
 
 impl<'a> Settings<'a, '_> {
@@ -1774,7 +1782,29 @@ impl<'a> Settings<'a, '_> {
 
     fn table(&mut self) -> Operator {
         let name = match self.scalar("name") {
-            None => self.node.to_owned(),
+            None => {
+                let kind_pos = self.entries.iter().find(|(k, _)| k.name == "kind");
+                if let Some((_, kind)) = kind_pos
+                    && SYSTEM_TABLE_NAMES.contains(&self.node)
+                {
+                    self.err(
+                        kind.pos,
+                        "name",
+                        format!("\"{}\" is the name of a system table", self.node),
+                        Some("give the table another `name:`".into()),
+                    );
+                }
+                self.node.to_owned()
+            }
+            Some((n, pos)) if SYSTEM_TABLE_NAMES.contains(&n) => {
+                self.err(
+                    pos,
+                    "name",
+                    format!("\"{n}\" is the name of a system table"),
+                    Some("choose a name that does not clash with edgeflow_nodes, edgeflow_edges, edgeflow_topics or edgeflow_tables".into()),
+                );
+                n.to_owned()
+            }
             Some((n, pos)) => {
                 let valid = n
                     .chars()

@@ -433,3 +433,23 @@ fn infer_settings_and_model_errors() {
     let e = errors(&one_node("kind: infer, inputs: [src]"));
     assert!(e[0].contains("missing required field \"model\""), "{e:?}");
 }
+
+#[test]
+fn a_table_may_not_take_a_system_table_name() {
+    let e = errors(&one_node(
+        "kind: table, inputs: [src], name: edgeflow_nodes",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("p.yaml:4:"), "{e:?}");
+    assert!(
+        e[0].contains("\"edgeflow_nodes\" is the name of a system table"),
+        "{e:?}"
+    );
+    let e = errors(
+        "pipeline: t\nnodes:\n  src: { kind: generator }\n  edgeflow_tables: { kind: table, inputs: [src] }\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("p.yaml:4:"), "{e:?}");
+    assert!(e[0].contains("system table"), "{e:?}");
+    assert!(crate::sql::system::SYSTEM_TABLES == super::kinds::SYSTEM_TABLE_NAMES);
+}

@@ -32,8 +32,6 @@ use arrow::datatypes::{
 use arrow::temporal_conversions::{date32_to_datetime, timestamp_us_to_datetime};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
-use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use futures::{Sink, stream};
@@ -199,8 +197,8 @@ struct PgStatement {
     schema: SchemaRef,
 }
 
-/// Plans statements at Parse, against empty tables of the catalog's schemas (cheap: no
-/// snapshot is taken).
+/// Plans statements at Parse, against empty tables of the catalog's and the system tables'
+/// schemas (cheap: no snapshot is taken).
 #[derive(Debug)]
 struct PgParser {
     engine: QueryEngine,
@@ -215,15 +213,7 @@ impl PgParser {
                 "cannot insert multiple commands into a prepared statement".into(),
             ));
         }
-        let ctx = SessionContext::new();
-        for table in self.engine.catalog().tables() {
-            let empty = MemTable::try_new(table.schema(), vec![Vec::new()])
-                .and_then(|provider| ctx.register_table(table.name(), Arc::new(provider)));
-            if let Err(e) = empty {
-                let e = EngineError::Internal(format!("table {}: {e}", table.name()));
-                return Err(error_info(&e));
-            }
-        }
+        let ctx = self.engine.planning_session().map_err(|e| error_info(&e))?;
         let frame = ctx
             .sql(sql)
             .await
