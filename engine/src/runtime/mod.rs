@@ -11,6 +11,7 @@ mod build;
 mod context;
 mod cut;
 mod exchange;
+mod insight;
 mod kafka_nodes;
 #[cfg(feature = "kafka")]
 pub mod remote;
@@ -154,9 +155,18 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-/// The tables a plan materializes, empty, for `writers` workers.
+/// The tables a plan materializes, empty, for `writers` workers; with the `incidents`
+/// table when the plan has insight nodes.
 pub fn catalog_for(plan: &Plan, writers: usize) -> Catalog {
     let mut catalog = Catalog::new();
+    let insights = insight::insight_count(&plan.nodes);
+    if insights > 0 {
+        catalog.insert(Arc::new(MaterializedTable::new(
+            crate::plan::INCIDENTS_TABLE,
+            edgeflow_operators::insight::incident_schema().to_arrow(),
+            insights * writers.max(1),
+        )));
+    }
     for node in &plan.nodes {
         match &node.operator {
             Operator::Table {
