@@ -525,6 +525,13 @@ fn insight_errors_point_at_the_setting_with_a_hint() {
             "query the `incidents` table",
         ),
         (
+            "  totals: { kind: aggregate, inputs: [per_sec], key: [sensor], aggregates: [sum(count)] }\n  alerts:\n    kind: insight\n    inputs: [totals]\n    rules:\n      - name: x\n        silence: { key: [sensor], after: 5s }\n",
+            "{ key: [sensor], after",
+            0,
+            "rule \"x\": \"totals\" is a changelog",
+            "materialize it with a table and watch it with a `sql` rule",
+        ),
+        (
             "  alerts:\n    kind: insight\n    inputs: [per_sec]\n    placement: edge\n    rules:\n      - name: x\n        silence: { after: 5s }\n",
             "edge",
             0,

@@ -99,7 +99,25 @@ pub(super) fn type_insight(
             continue;
         };
         let schema = &info.schema;
-        rule.changelog = changelogs.contains(&input);
+        if changelogs.contains(&input) {
+            ok.set(false);
+            r.error(
+                if rule.input.is_some() {
+                    at("input")
+                } else {
+                    rule_pos
+                },
+                format!(
+                    "node \"{id}\": rule \"{}\": \"{input}\" is a changelog (an aggregate's updates and retractions), not a stream of events",
+                    rule.name
+                ),
+                Some(
+                    "read the events it aggregates, or materialize it with a table and watch it with a `sql` rule"
+                        .into(),
+                ),
+            );
+            continue;
+        }
         rule.input = Some(input);
         rule.time_field = info.time_field.clone();
         let check = |r: &mut Reporter, path: &str, name: &str| -> Option<FieldType> {

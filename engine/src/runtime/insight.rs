@@ -13,9 +13,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::Int64Array;
-use arrow::compute::filter_record_batch;
-use arrow::compute::kernels::cmp::gt;
 use arrow::record_batch::RecordBatch;
 use edgeflow_connectors::error::chain;
 use edgeflow_operators::OperatorError;
@@ -40,7 +37,7 @@ use super::sinks::rows_as_dead_letters;
 use super::sources::operator_name;
 use crate::error::EngineError;
 use crate::metrics::NodeMetrics;
-use crate::plan::{DIFF_COLUMN, INCIDENTS_TABLE, Operator as PlanOperator, PlanNode, words_of};
+use crate::plan::{INCIDENTS_TABLE, Operator as PlanOperator, PlanNode, words_of};
 use crate::spec::{InsightSettings, RuleCondition};
 use crate::sql::{MaterializedTable, QueryEngine};
 
@@ -83,12 +80,7 @@ pub fn insight<'scope>(
                 .iter()
                 .position(|i| i == wanted)
                 .ok_or_else(|| internal(format!("rule {} reads {wanted}", rule.name)))?;
-            let stream = inputs[index].clone();
-            Ok(if rule.changelog {
-                insertions(stream, &rule.name)
-            } else {
-                stream
-            })
+            Ok(inputs[index].clone())
         };
         let info = RuleInfo {
             name: rule.name.clone(),
@@ -172,30 +164,6 @@ pub fn insight<'scope>(
         main: Some(main),
         late: None,
         control: Some(control),
-    })
-}
-
-/// The insertions of a changelog (rows with `diff > 0`): what a rule reads of an aggregate.
-fn insertions<'scope>(stream: BatchStream<'scope>, rule: &str) -> BatchStream<'scope> {
-    stream.unary(Pipeline, &format!("insertions[{rule}]"), |_cap, _info| {
-        |input, output| {
-            input.for_each(|cap, data| {
-                let mut session = output.session(&cap);
-                for batch in data.drain(..) {
-                    let kept = batch
-                        .column_by_name(DIFF_COLUMN)
-                        .and_then(|d| d.as_any().downcast_ref::<Int64Array>())
-                        .and_then(|diff| gt(diff, &Int64Array::new_scalar(0)).ok())
-                        .and_then(|mask| filter_record_batch(&batch, &mask).ok());
-                    match kept {
-                        Some(rows) if rows.num_rows() > 0 => session.give(Batch(rows)),
-                        Some(_) => {}
-                        // Not a changelog after all (the plan says it is): pass it on whole.
-                        None => session.give(batch),
-                    }
-                }
-            });
-        }
     })
 }
 

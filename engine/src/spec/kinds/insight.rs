@@ -32,9 +32,6 @@ pub struct InsightRule {
     pub input: Option<StreamRef>,
     /// The input's event-time field (filled by the planner).
     pub time_field: String,
-    /// Whether the input is a changelog (an aggregate's output): the rule then reads its
-    /// insertions only, rows with `diff > 0` (filled by the planner).
-    pub changelog: bool,
     /// What it watches.
     pub condition: RuleCondition,
 }
@@ -323,7 +320,6 @@ impl<'a> Settings<'a, '_> {
                 .unwrap_or(default_severity),
             input,
             time_field: String::new(),
-            changelog: false,
             condition,
         })
     }
