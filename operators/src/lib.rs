@@ -12,6 +12,7 @@ pub mod detect;
 pub mod error;
 pub mod expr;
 pub mod infer;
+pub mod insight;
 pub mod kernels;
 pub mod schema;
 pub mod window;

@@ -2,6 +2,7 @@
 //! at the edge or in the cloud, with the edge -> cloud cut as named topics. Pure data: it can be
 //! printed ([`Plan::render_text`], dot, mermaid) and tested without running anything.
 
+mod insight;
 mod render;
 
 use std::cell::Cell;
@@ -20,6 +21,7 @@ pub use crate::spec::{
     KafkaSourceSettings, Operator, Placement, Port, ReferenceSettings, ReferenceSource, SinkFormat,
     StreamRef, WindowSettings,
 };
+pub use insight::{INCIDENTS_TABLE, words_of};
 
 /// A compiled pipeline.
 #[derive(Clone, Debug)]
@@ -292,6 +294,13 @@ impl Plan {
                 let (schema, _) = self.stream(input)?;
                 Some((schema, &w.time_field))
             }
+            (Port::Control, Operator::Insight(_), _) => {
+                static CONTROL: std::sync::OnceLock<EventSchema> = std::sync::OnceLock::new();
+                Some((
+                    CONTROL.get_or_init(edgeflow_operators::control::control_schema),
+                    "apply_at",
+                ))
+            }
             _ => None,
         }
     }
@@ -351,9 +360,10 @@ pub fn default_placement(op: &Operator, inputs: impl IntoIterator<Item = Placeme
         | Operator::Detect(_)
         | Operator::Infer(_)
         | Operator::Window(_) => Placement::Edge,
-        Operator::Table { .. } | Operator::Aggregate(_) | Operator::Reference(_) => {
-            Placement::Cloud
-        }
+        Operator::Table { .. }
+        | Operator::Aggregate(_)
+        | Operator::Reference(_)
+        | Operator::Insight(_) => Placement::Cloud,
         Operator::Filter { .. }
         | Operator::Map { .. }
         | Operator::FileSink { .. }
@@ -435,6 +445,18 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Pla
                                 producer.id
                             )),
                         );
+                    } else if stream.port == Port::Control
+                        && !matches!(producer.operator, Operator::Insight(_))
+                    {
+                        broken[i] = true;
+                        r.error(
+                            *pos,
+                            format!(
+                                "node \"{}\": input \"{stream}\": only insight nodes have a control output, \"{}\" is a {}",
+                                node.id, producer.id, producer.kind
+                            ),
+                            Some(format!("read \"{}\" instead", producer.id)),
+                        );
                     } else if stream.port == Port::Late
                         && !matches!(producer.operator, Operator::Window(_))
                     {
@@ -486,6 +508,14 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Pla
             .placement
             .unwrap_or_else(|| default_placement(&node.operator, input_placements.iter().copied()));
         placements[i] = Some(placement);
+        if placement == Placement::Edge && matches!(node.operator, Operator::Insight(_)) {
+            r.error(
+                node.pos_of("placement"),
+                format!("node \"{}\": an insight runs in the cloud", node.id),
+                Some("remove `placement: edge`".into()),
+            );
+            continue;
+        }
         if placement == Placement::Edge {
             for (stream, pos, j) in ins {
                 if placements[*j] == Some(Placement::Cloud) {
@@ -504,16 +534,36 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Pla
             }
         }
 
-        let input = match common_input(r, node, ins, &streams) {
-            Some(x) => x,
-            None if ins.is_empty() => StreamInfo {
-                schema: EventSchema::default(),
-                time_field: String::new(),
-            },
-            None => continue,
-        };
-        let Some((mut operator, output, late)) = type_node(r, spec, node, &input) else {
-            continue;
+        let (mut operator, output, late, input_schema) = match &node.operator {
+            // The inputs of an insight may differ: each rule is typed against its own.
+            Operator::Insight(settings) => {
+                let Some(op) = insight::type_insight(r, node, settings, ins, &streams, &changelogs)
+                else {
+                    continue;
+                };
+                streams.insert(
+                    StreamRef {
+                        node: node.id.clone(),
+                        port: Port::Control,
+                    },
+                    insight::control_stream(),
+                );
+                (op, Some(insight::incident_stream()), None, None)
+            }
+            _ => {
+                let input = match common_input(r, node, ins, &streams) {
+                    Some(x) => x,
+                    None if ins.is_empty() => StreamInfo {
+                        schema: EventSchema::default(),
+                        time_field: String::new(),
+                    },
+                    None => continue,
+                };
+                let Some((operator, output, late)) = type_node(r, spec, node, &input) else {
+                    continue;
+                };
+                (operator, output, late, Some(input.schema))
+            }
         };
         match &mut operator {
             Operator::Aggregate(a) => {
@@ -546,10 +596,11 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Pla
             _ => {}
         }
         let time_field = output.as_ref().map(|o| o.time_field.clone());
-        let schema = match (&output, &operator) {
-            (Some(o), _) => o.schema.clone(),
-            (None, Operator::Reference(settings)) => settings.schema.clone(),
-            (None, _) => input.schema.clone(),
+        let schema = match (&output, &operator, input_schema) {
+            (Some(o), _, _) => o.schema.clone(),
+            (None, Operator::Reference(settings), _) => settings.schema.clone(),
+            (None, _, Some(input)) => input,
+            (None, _, None) => EventSchema::default(),
         };
         for (field, _) in &node.compress.error_bounds {
             if schema.field_type(field) != Some(FieldType::F64) {
@@ -592,6 +643,7 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Pla
         });
     }
 
+    insight::check_insights(r, &spec.nodes, &nodes);
     if r.len() > before {
         return None;
     }
@@ -1162,6 +1214,16 @@ fn type_node(
         | Operator::Table { .. }
         | Operator::FileSink { .. }
         | Operator::Stdout { .. } => (node.operator.clone(), None, None),
+        Operator::Insight(_) => {
+            r.error(
+                node.pos,
+                format!(
+                    "internal error (a bug in edgeflow): insight \"{id}\" typed as a one-input node"
+                ),
+                None,
+            );
+            return None;
+        }
     };
     ok.get().then_some(result)
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::{
     DetectMethod, Operator, Placement, Plan, PlanNode, Port, ReferenceSource, SinkFormat, StreamRef,
 };
-use crate::spec::FileFormatName;
+use crate::spec::{FileFormatName, InsightSettings, RuleCondition};
 
 /// A duration in the largest unit that divides it exactly, as the spec language writes it.
 fn duration(ms: i64) -> String {
@@ -24,6 +24,62 @@ fn duration(ms: i64) -> String {
 
 fn list(items: &[String]) -> String {
     format!("[{}]", items.join(", "))
+}
+
+/// An insight's rules and control actions on one line.
+fn insight_settings(settings: &InsightSettings) -> String {
+    let rules: Vec<String> = settings
+        .rules
+        .iter()
+        .map(|r| {
+            let input = r
+                .input
+                .as_ref()
+                .map_or(String::new(), |i| format!(" on {i}"));
+            let what = match &r.condition {
+                RuleCondition::Correlated {
+                    by,
+                    device,
+                    devices,
+                    within_ms,
+                } => format!(
+                    "correlated by={} {devices}+ {device} within {}",
+                    list(by),
+                    duration(*within_ms)
+                ),
+                RuleCondition::Drift {
+                    key,
+                    value,
+                    baseline_ms,
+                    shift,
+                    min_samples,
+                } => format!(
+                    "drift key={} value={value} baseline={} shift={shift} min_samples={min_samples}",
+                    list(key),
+                    duration(*baseline_ms)
+                ),
+                RuleCondition::Silence { key, after_ms } => {
+                    format!("silence key={} after={}", list(key), duration(*after_ms))
+                }
+                RuleCondition::Sql {
+                    query,
+                    every_ms,
+                    key,
+                } => format!(
+                    "sql every={} key={} query={query:?}",
+                    duration(*every_ms),
+                    key.as_deref().unwrap_or("(row)")
+                ),
+            };
+            format!("{}({}{input}, {})", r.name, what, r.severity.name())
+        })
+        .collect();
+    let mut s = format!("rules={}", list(&rules));
+    for c in &settings.control {
+        let action = serde_json::to_string(&c.action).unwrap_or_default();
+        let _ = write!(s, " control({} -> {} {action})", c.on, c.node);
+    }
+    s
 }
 
 /// One line summarising a node's settings.
@@ -133,6 +189,7 @@ fn settings(op: &Operator) -> String {
                 .map_or("model default".to_owned(), |t| t.to_string()),
             if i.emit_all { "all" } else { "exceptions" }
         ),
+        Operator::Insight(settings) => insight_settings(settings),
         Operator::Aggregate(a) => {
             let aggs: Vec<String> = a
                 .aggregates
@@ -203,7 +260,11 @@ fn arc_label(plan: &Plan, stream: &StreamRef, consumer: &PlanNode) -> Option<Str
     if producer.placement == Placement::Edge && consumer.placement == Placement::Cloud {
         return plan.topic(stream).map(|t| t.name.clone());
     }
-    (stream.port == Port::Late).then(|| "late".to_owned())
+    match stream.port {
+        Port::Main => None,
+        Port::Late => Some("late".to_owned()),
+        Port::Control => Some("control".to_owned()),
+    }
 }
 
 fn escape(s: &str) -> String {

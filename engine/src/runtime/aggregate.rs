@@ -712,6 +712,7 @@ pub fn aggregate<'scope>(
     Ok(NodeOutputs {
         main: Some(changes_to_batches(view, node, settings.size_ms, metrics)),
         late: None,
+        control: None,
     })
 }
 

@@ -10,7 +10,7 @@ use timely::worker::Worker;
 use super::batch::{Batch, EventTime};
 use super::context::RunContext;
 use super::cut::{FrameIn, FrameOut, Producers};
-use super::{RunOptions, aggregate, cut, kafka_nodes, sinks, sources, transforms, window};
+use super::{RunOptions, aggregate, cut, insight, kafka_nodes, sinks, sources, transforms, window};
 use crate::error::EngineError;
 use crate::plan::{CutTopic, Operator, Placement, Plan, PlanNode, Port, StreamRef};
 use crate::sql::system::CUT_KIND;
@@ -41,6 +41,9 @@ pub struct NodeOutputs<'scope> {
     pub main: Option<BatchStream<'scope>>,
     /// The late side output (windows only).
     pub late: Option<BatchStream<'scope>>,
+    /// The control records (insights only), in `control_schema()`: what the control channel
+    /// publishes to the edge.
+    pub control: Option<BatchStream<'scope>>,
 }
 
 /// Everything a node builder may need besides its inputs.
@@ -104,15 +107,14 @@ pub fn build_half(
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let input = match inputs.len() {
-                0 => None,
-                1 => inputs.into_iter().next(),
-                _ => Some(scope.concatenate(inputs)),
-            };
-            // A node's watermark: its input frontier; a source's: its output frontier. (A
+            // A node's watermark: its inputs' frontier; a source's: its output frontier. (A
             // node with neither, such as a reference, is not a dataflow node of its own.)
-            let probed = input.clone();
-            let outputs = build_node(scope, node, input, &env)?;
+            let probed = match inputs.len() {
+                0 => None,
+                1 => inputs.first().cloned(),
+                _ => Some(scope.concatenate(inputs.clone())),
+            };
+            let outputs = build_node(scope, node, inputs, &env)?;
             if let Some(stream) = probed.or_else(|| outputs.main.clone()) {
                 let slot = ctx
                     .system
@@ -139,6 +141,16 @@ pub fn build_half(
                     sinks::dead_letter_late(late, node, &env);
                 }
             }
+            if let Some(control) = outputs.control {
+                // Nodes may read it (`<insight>.control`).
+                streams.insert(
+                    StreamRef {
+                        node: node.id.clone(),
+                        port: Port::Control,
+                    },
+                    control,
+                );
+            }
         }
         if half.placement == Placement::Edge {
             for topic in &plan.topics {
@@ -157,24 +169,36 @@ fn is_consumed(plan: &Plan, stream: &StreamRef) -> bool {
     plan.nodes.iter().any(|n| n.inputs.contains(stream))
 }
 
+/// The node's inputs as one stream (concatenated when there are several).
 fn require_input<'scope>(
     node: &PlanNode,
-    input: Option<BatchStream<'scope>>,
+    mut inputs: Vec<BatchStream<'scope>>,
 ) -> Result<BatchStream<'scope>, EngineError> {
-    input.ok_or_else(|| EngineError::Internal(format!("node {} has no input", node.id)))
+    match inputs.len() {
+        0 => Err(EngineError::Internal(format!(
+            "node {} has no input",
+            node.id
+        ))),
+        1 => Ok(inputs.remove(0)),
+        _ => {
+            let scope = inputs[0].scope();
+            Ok(scope.concatenate(inputs))
+        }
+    }
 }
 
 /// The registry: one line per node kind.
 fn build_node<'scope>(
     scope: Scope<'scope, EventTime>,
     node: &PlanNode,
-    input: Option<BatchStream<'scope>>,
+    input: Vec<BatchStream<'scope>>,
     env: &BuildEnv,
 ) -> Result<NodeOutputs<'scope>, EngineError> {
     let main = |stream| {
         Ok(NodeOutputs {
             main: Some(stream),
             late: None,
+            control: None,
         })
     };
     match &node.operator {
@@ -218,6 +242,7 @@ fn build_node<'scope>(
         }
         // Built by the aggregates that look it up, on their input's clock.
         Operator::Reference(_) => Ok(NodeOutputs::default()),
+        Operator::Insight(settings) => insight::insight(input, node, settings, env),
         Operator::Table { name, .. } => {
             sinks::table(require_input(node, input)?, node, name, env)?;
             Ok(NodeOutputs::default())

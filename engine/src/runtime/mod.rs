@@ -12,6 +12,7 @@ mod context;
 pub mod control;
 mod cut;
 mod exchange;
+mod insight;
 mod kafka_nodes;
 #[cfg(feature = "kafka")]
 pub mod remote;
@@ -155,11 +156,19 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-/// The tables a plan materializes, empty, for `writers` workers (and the control log when
-/// the plan has a control channel).
+/// The tables a plan materializes, empty, for `writers` workers; with the control log when
+/// the plan has a control channel, and the `incidents` table when it has insight nodes.
 pub fn catalog_for(plan: &Plan, writers: usize) -> Catalog {
     let mut catalog = Catalog::new();
     control::add_control_log(plan, &mut catalog);
+    let insights = insight::insight_count(&plan.nodes);
+    if insights > 0 {
+        catalog.insert(Arc::new(MaterializedTable::new(
+            crate::plan::INCIDENTS_TABLE,
+            edgeflow_operators::insight::incident_schema().to_arrow(),
+            insights * writers.max(1),
+        )));
+    }
     for node in &plan.nodes {
         match &node.operator {
             Operator::Table {

@@ -231,6 +231,7 @@ pub fn window<'scope>(
     Ok(NodeOutputs {
         main: Some(results_stream),
         late: Some(late_stream),
+        control: None,
     })
 }
 

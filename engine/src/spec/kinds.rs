@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use edgeflow_operators::infer::AnomalyModel;
 use edgeflow_operators::schema::{EventSchema, FieldType};
 
+mod insight;
+
+pub use insight::{ControlRule, InsightRule, InsightSettings, RuleCondition};
+
 use super::yaml::{Key, Node, Pos, Value};
 use super::{
     NodeSpec, Placement, Port, Reporter, StreamRef, TransportSpec, did_you_mean, is_name, resolve,
@@ -149,6 +153,11 @@ pub const KINDS: &[KindInfo] = &[
         name: "reference",
         settings: &["path", "format", "header", "schema", "key", "reload"],
         role: Role::Source,
+    },
+    KindInfo {
+        name: "insight",
+        settings: &["rules", "control"],
+        role: Role::Transform,
     },
     KindInfo {
         name: "table",
@@ -515,6 +524,8 @@ pub enum Operator {
     Aggregate(AggregateViewSettings),
     /// A keyed table read by `lookup`s, which may change while running.
     Reference(ReferenceSettings),
+    /// Fleet rules raising incidents, and the control records they send to the edge.
+    Insight(InsightSettings),
     /// A materialized, SQL-queryable table.
     Table {
         /// The SQL table name.
@@ -592,6 +603,8 @@ pub(crate) fn build_node(
         positions: BTreeMap::new(),
         broken: false,
         known: &[],
+        prefix: String::new(),
+        here: None,
     };
 
     // kind
@@ -699,6 +712,7 @@ pub(crate) fn build_node(
         ("infer", _) => s.infer(ctx),
         ("aggregate", _) => s.aggregate(),
         ("reference", _) => s.reference(ctx),
+        ("insight", _) => s.insight(ctx),
         ("table", _) => Some(s.table()),
         ("stdout", _) => s.stdout(),
         _ => None,
@@ -733,6 +747,10 @@ struct Settings<'a, 'r> {
     broken: bool,
     /// The kind's settings, once the kind is known.
     known: &'static [&'static str],
+    /// Path of the map being read inside the node (`rules[0].drift.`), for messages.
+    prefix: String,
+    /// Where that nested map is written (missing fields are reported there).
+    here: Option<Pos>,
 }
 
 /// Prefix of [`Settings::node`] when the settings are a top-level section, not a node.
@@ -771,6 +789,8 @@ pub(crate) fn build_transport(r: &mut Reporter, value: &Node) -> TransportSpec {
         positions: BTreeMap::new(),
         broken: false,
         known: TRANSPORT_KEYS,
+        prefix: String::new(),
+        here: None,
     };
     let partitions = s.get("partitions").map(|_| s.count("partitions", 1));
     let spool_max_bytes = s
@@ -828,7 +848,11 @@ impl<'a> Settings<'a, '_> {
         self.broken = true;
         self.r.error(
             pos,
-            format!("{}: field \"{field}\": {message}", self.subject()),
+            format!(
+                "{}: field \"{}{field}\": {message}",
+                self.subject(),
+                self.prefix
+            ),
             hint,
         );
     }
@@ -850,16 +874,20 @@ impl<'a> Settings<'a, '_> {
         if poisoned || misspelt {
             return;
         }
-        let pos = self
-            .entries
-            .iter()
-            .find(|(k, _)| k.name == "kind")
-            .map(|(k, _)| k.pos)
-            .unwrap_or_default();
+        let pos = self.here.unwrap_or_else(|| {
+            self.entries
+                .iter()
+                .find(|(k, _)| k.name == "kind")
+                .map(|(k, _)| k.pos)
+                .unwrap_or_default()
+        });
         self.broken = true;
         self.r.error(
             pos,
-            format!("node \"{}\": missing required field \"{field}\"", self.node),
+            format!(
+                "node \"{}\": missing required field \"{}{field}\"",
+                self.node, self.prefix
+            ),
             Some(hint.to_owned()),
         );
     }
@@ -1152,12 +1180,16 @@ impl<'a> Settings<'a, '_> {
                     node: node.to_owned(),
                     port: Port::Late,
                 }),
+                Some((node, "control")) => Some(StreamRef {
+                    node: node.to_owned(),
+                    port: Port::Control,
+                }),
                 Some((_, port)) => {
                     self.err(
                         pos,
                         "inputs",
                         format!("unknown output \"{port}\" in \"{text}\""),
-                        Some("an input is `node` or `node.late` (a window's late events)".into()),
+                        Some("an input is `node`, `node.late` (a window's late events) or `node.control` (an insight's control records)".into()),
                     );
                     None
                 }

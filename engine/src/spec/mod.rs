@@ -20,6 +20,7 @@ pub use kinds::{
     KafkaSourceSettings, Operator, SinkFormat, WindowSettings,
 };
 pub use kinds::{AggregateViewSettings, ReferenceSettings, ReferenceSource};
+pub use kinds::{ControlRule, InsightRule, InsightSettings, RuleCondition};
 pub use kinds::{load_model, parse_duration_ms};
 pub use yaml::Pos;
 
@@ -156,6 +157,8 @@ pub enum Port {
     Main,
     /// A window's late events.
     Late,
+    /// An insight's control records.
+    Control,
 }
 
 /// A reference to a node's output: `node` or `node.late`.
@@ -182,6 +185,7 @@ impl fmt::Display for StreamRef {
         match self.port {
             Port::Main => f.write_str(&self.node),
             Port::Late => write!(f, "{}.late", self.node),
+            Port::Control => write!(f, "{}.control", self.node),
         }
     }
 }
