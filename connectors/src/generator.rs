@@ -87,8 +87,10 @@ pub struct GeneratorOptions {
     pub ground_truth: bool,
     /// Maximum out-of-orderness: each timestamp moves back by U[0, disorder_ms] (default 0).
     pub disorder_ms: i64,
-    /// Sites whose devices drift slowly upward (+0.1 sigma per minute; default none).
+    /// Sites (0-based) whose devices drift slowly upward (default none).
     pub drift_sites: Vec<u32>,
+    /// Their drift, in standard deviations of the noise per minute (default 0.1).
+    pub drift_per_minute: f64,
 }
 
 impl Default for GeneratorOptions {
@@ -105,6 +107,7 @@ impl Default for GeneratorOptions {
             ground_truth: false,
             disorder_ms: 0,
             drift_sites: Vec::new(),
+            drift_per_minute: 0.1,
         }
     }
 }
@@ -197,7 +200,7 @@ impl Channel {
         let slow_phase = rng.random::<u32>();
         let site = device % opts.sites;
         let site_drift_step = if opts.drift_sites.contains(&site) {
-            0.1 * sigma * interval_ms / 60_000.0
+            opts.drift_per_minute * sigma * interval_ms / 60_000.0
         } else {
             0.0
         };

@@ -12,7 +12,7 @@ use edgeflow_operators::control::{ControlAction, control_schema};
 use edgeflow_operators::insight::incident_schema;
 use edgeflow_operators::schema::{EventSchema, FieldType};
 
-use super::{Operator, Placement, PlanNode, StreamInfo, field_hint};
+use super::{Operator, Placement, PlanNode, StreamInfo, field_hint, supported_actions};
 use crate::spec::{
     InsightSettings, NodeSpec, Pos, Reporter, RuleCondition, StreamRef, did_you_mean,
 };
@@ -393,20 +393,6 @@ fn check_target(
             ),
             Some(hint),
         );
-    }
-}
-
-/// The control actions (their record names) a node kind applies at run time: `infer`
-/// set_threshold, swap_model; `detect` set_threshold; a tumbling `window` set_window_size;
-/// `generator` set_sampling; all four enable and disable.
-fn supported_actions(op: &Operator) -> &'static [&'static str] {
-    match op {
-        Operator::Infer(_) => &["set_threshold", "swap_model", "enable", "disable"],
-        Operator::Detect(_) => &["set_threshold", "enable", "disable"],
-        Operator::Window(w) if w.slide_ms == w.size_ms => &["set_window_size", "enable", "disable"],
-        Operator::Window(_) => &["enable", "disable"],
-        Operator::Generator(_) => &["set_sampling", "enable", "disable"],
-        _ => &[],
     }
 }
 

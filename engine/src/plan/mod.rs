@@ -107,14 +107,27 @@ pub fn supported_actions(op: &Operator) -> &'static [&'static str] {
 /// insight's id as issuer, so that both reach the same [`ControlPlan`] (the insight's own
 /// checks report its bad targets; [`control_plan`] reports those of the top-level section).
 pub fn control_requests(spec: &PipelineSpec) -> Vec<ControlRequest> {
-    spec.control
+    let mut requests: Vec<ControlRequest> = spec
+        .control
         .iter()
         .map(|(node, pos)| ControlRequest {
             node: node.clone(),
             pos: *pos,
             issuer: "control".to_owned(),
         })
-        .collect()
+        .collect();
+    for node in &spec.nodes {
+        if let Operator::Insight(settings) = &node.operator {
+            for (i, rule) in settings.control.iter().enumerate() {
+                requests.push(ControlRequest {
+                    node: rule.node.clone(),
+                    pos: node.pos_of(&format!("control[{i}].node")),
+                    issuer: node.id.clone(),
+                });
+            }
+        }
+    }
+    requests
 }
 
 /// Checks control requests against the typed nodes and builds the control plan (`None`

@@ -85,22 +85,33 @@ fn insight_settings(settings: &InsightSettings) -> String {
 /// One line summarising a node's settings.
 fn settings(op: &Operator) -> String {
     match op {
-        Operator::Generator(g) => format!(
-            "seed={} devices={} sites={} sensors={} rate_per_device={}/s start_ms={} anomaly_rate={} anomaly_shapes={} ground_truth={} disorder={} events={}",
-            g.seed,
-            g.devices,
-            g.sites,
-            list(&g.sensors),
-            g.rate_per_device,
-            g.start_ms
-                .map_or_else(|| "default".to_string(), |ms| ms.to_string()),
-            g.anomaly_rate,
-            list(&g.anomaly_shapes),
-            g.ground_truth,
-            duration(g.disorder_ms),
-            g.events
-                .map_or_else(|| "unbounded".to_string(), |n| n.to_string()),
-        ),
+        Operator::Generator(g) => {
+            let mut text = format!(
+                "seed={} devices={} sites={} sensors={} rate_per_device={}/s start_ms={} anomaly_rate={} anomaly_shapes={} ground_truth={} disorder={} events={}",
+                g.seed,
+                g.devices,
+                g.sites,
+                list(&g.sensors),
+                g.rate_per_device,
+                g.start_ms
+                    .map_or_else(|| "default".to_string(), |ms| ms.to_string()),
+                g.anomaly_rate,
+                list(&g.anomaly_shapes),
+                g.ground_truth,
+                duration(g.disorder_ms),
+                g.events
+                    .map_or_else(|| "unbounded".to_string(), |n| n.to_string()),
+            );
+            if !g.drift_sites.is_empty() {
+                let sites: Vec<String> = g.drift_sites.iter().map(u32::to_string).collect();
+                text.push_str(&format!(
+                    " drift_sites={} drift_rate={}",
+                    list(&sites),
+                    g.drift_rate
+                ));
+            }
+            text
+        }
         Operator::FileSource(f) => format!(
             "path={} format={} header={} time_field={} disorder={}",
             f.path.display(),

@@ -142,7 +142,11 @@ pub fn build_half(
                 }
             }
             if let Some(control) = outputs.control {
-                // Nodes may read it (`<insight>.control`).
+                // Records go to the edges over the control topic; nodes may read them too
+                // (`<insight>.control`).
+                if plan.control.is_some() {
+                    super::control::publish(control.clone(), node, &env);
+                }
                 streams.insert(
                     StreamRef {
                         node: node.id.clone(),

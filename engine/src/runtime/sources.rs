@@ -65,7 +65,8 @@ fn generator_options(
         anomaly_shapes: shapes,
         ground_truth: settings.ground_truth,
         disorder_ms: settings.disorder_ms,
-        ..GeneratorOptions::default()
+        drift_sites: settings.drift_sites.iter().map(|s| s - 1).collect(),
+        drift_per_minute: settings.drift_rate,
     })
 }
 

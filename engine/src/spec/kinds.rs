@@ -63,6 +63,8 @@ pub const KINDS: &[KindInfo] = &[
             "ground_truth",
             "disorder",
             "events",
+            "drift_sites",
+            "drift_rate",
             "schema",
         ],
         role: Role::Source,
@@ -248,6 +250,10 @@ pub struct GeneratorSettings {
     pub disorder_ms: i64,
     /// Stop after this many readings in total (`None`: run until stopped).
     pub events: Option<u64>,
+    /// Sites (numbered from 1, as in `site-01`) whose devices drift slowly upward.
+    pub drift_sites: Vec<u32>,
+    /// How fast they drift, in standard deviations of the noise per minute.
+    pub drift_rate: f64,
 }
 
 impl GeneratorSettings {
@@ -1282,6 +1288,32 @@ impl<'a> Settings<'a, '_> {
         let ground_truth = self.bool("ground_truth", false);
         let disorder_ms = self.duration_ms("disorder").map_or(0, |(v, _)| v);
         let events = self.get("events").is_some().then(|| self.u64("events", 0));
+        let mut drift_sites = Vec::new();
+        for (text, pos) in self.list("drift_sites").unwrap_or_default() {
+            match text.trim().parse::<u32>() {
+                Ok(site) if (1..=sites).contains(&site) => drift_sites.push(site),
+                _ => self.err(
+                    pos,
+                    "drift_sites",
+                    format!("\"{text}\" is not a site number between 1 and {sites}"),
+                    Some("sites are numbered from 1, as in `site-01`".into()),
+                ),
+            }
+        }
+        let drift_rate = match self.f64("drift_rate") {
+            None => 0.1,
+            Some(v) if v >= 0.0 => v,
+            Some(v) => {
+                let pos = self.positions["drift_rate"];
+                self.err(
+                    pos,
+                    "drift_rate",
+                    format!("must be at least 0, got {v}"),
+                    None,
+                );
+                0.1
+            }
+        };
         let settings = GeneratorSettings {
             seed,
             devices,
@@ -1294,6 +1326,8 @@ impl<'a> Settings<'a, '_> {
             ground_truth,
             disorder_ms,
             events,
+            drift_sites,
+            drift_rate,
         };
         if let Some(node) = self.get("schema") {
             let what = format!("node \"{}\": field \"schema\"", self.node);
