@@ -1420,11 +1420,9 @@ impl<'a> Settings<'a, '_> {
         }))
     }
 
-    /// The `schema` and `time_field` (default `ts`, a `timestamp_ms` field) of a source that
-    /// reads records (`what`: "a file source", ...).
-    fn source_schema(&mut self, ctx: &Context<'_>, what: &str) -> Option<(EventSchema, String)> {
-        let time_field = self.string("time_field").unwrap_or_else(|| "ts".to_owned());
-        let schema = match self.get("schema") {
+    /// The `schema` setting (a schema name or an inline map), which `what` needs.
+    fn required_schema(&mut self, ctx: &Context<'_>, what: &str) -> Option<EventSchema> {
+        match self.get("schema") {
             Some(node) => {
                 let field = format!("node \"{}\": field \"schema\"", self.node);
                 let s = schema_value(self.r, node, ctx.schemas, &field);
@@ -1440,7 +1438,14 @@ impl<'a> Settings<'a, '_> {
                 );
                 None
             }
-        };
+        }
+    }
+
+    /// The `schema` and `time_field` (default `ts`, a `timestamp_ms` field) of a source that
+    /// reads records (`what`: "a file source", ...).
+    fn source_schema(&mut self, ctx: &Context<'_>, what: &str) -> Option<(EventSchema, String)> {
+        let time_field = self.string("time_field").unwrap_or_else(|| "ts".to_owned());
+        let schema = self.required_schema(ctx, what);
         let schema = schema?;
         match schema.field_type(&time_field) {
             Some(FieldType::TimestampMs) => {}
@@ -1978,23 +1983,7 @@ impl<'a> Settings<'a, '_> {
             }
             Some((ms, _)) => ms,
         };
-        let schema = match self.get("schema") {
-            Some(node) => {
-                let field = format!("node \"{}\": field \"schema\"", self.node);
-                let s = schema_value(self.r, node, ctx.schemas, &field);
-                if s.is_none() {
-                    self.broken = true;
-                }
-                s
-            }
-            None => {
-                self.missing(
-                    "schema",
-                    "a reference needs `schema:` (a schema name or an inline map)",
-                );
-                None
-            }
-        };
+        let schema = self.required_schema(ctx, "a reference");
         let key = self.field_list("key");
         let schema = schema?;
         if key.is_empty() && !self.positions.contains_key("key") {
