@@ -359,6 +359,32 @@ pub fn plan_with(
     }
 }
 
+/// Which kind a port other than the main output belongs to.
+struct PortOwner {
+    /// Whether an operator has the port.
+    has_port: fn(&Operator) -> bool,
+    /// The kind that has it.
+    kind: &'static str,
+    /// The port's name in messages.
+    port: &'static str,
+}
+
+fn port_owner(port: Port) -> Option<PortOwner> {
+    match port {
+        Port::Main => None,
+        Port::Late => Some(PortOwner {
+            has_port: |op| matches!(op, Operator::Window(_)),
+            kind: "window",
+            port: "late",
+        }),
+        Port::Control => Some(PortOwner {
+            has_port: |op| matches!(op, Operator::Insight(_)),
+            kind: "insight",
+            port: "control",
+        }),
+    }
+}
+
 /// The topic name of a stream.
 pub fn topic_name(pipeline: &str, stream: &StreamRef) -> String {
     format!("{pipeline}.{stream}")
@@ -458,27 +484,15 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Pla
                                 producer.id
                             )),
                         );
-                    } else if stream.port == Port::Control
-                        && !matches!(producer.operator, Operator::Insight(_))
+                    } else if let Some(owner) = port_owner(stream.port)
+                        .filter(|owner| !(owner.has_port)(&producer.operator))
                     {
                         broken[i] = true;
                         r.error(
                             *pos,
                             format!(
-                                "node \"{}\": input \"{stream}\": only insight nodes have a control output, \"{}\" is a {}",
-                                node.id, producer.id, producer.kind
-                            ),
-                            Some(format!("read \"{}\" instead", producer.id)),
-                        );
-                    } else if stream.port == Port::Late
-                        && !matches!(producer.operator, Operator::Window(_))
-                    {
-                        broken[i] = true;
-                        r.error(
-                            *pos,
-                            format!(
-                                "node \"{}\": input \"{stream}\": only window nodes have a late output, \"{}\" is a {}",
-                                node.id, producer.id, producer.kind
+                                "node \"{}\": input \"{stream}\": only {} nodes have a {} output, \"{}\" is a {}",
+                                node.id, owner.kind, owner.port, producer.id, producer.kind
                             ),
                             Some(format!("read \"{}\" instead", producer.id)),
                         );

@@ -599,7 +599,7 @@ impl Part {
         Part {
             row,
             accum: Accum::of_values(values, aggregates),
-            extremes: extremes.iter().map(|(i, _)| clean(&values[*i])).collect(),
+            extremes: extremes.iter().map(|(i, _)| values[*i].clone()).collect(),
             distinct: aggregates
                 .iter()
                 .enumerate()
@@ -613,31 +613,15 @@ impl Part {
     }
 
     /// Adds the rows of `other` (same row fields).
-    fn merge(&mut self, other: Part, extremes: &[(usize, bool)]) {
+    fn merge(&mut self, other: Part, want_max: &[bool]) {
         use differential_dataflow::difference::Semigroup;
         self.accum.plus_equals(&other.accum);
-        for ((mine, theirs), (_, want_max)) in
-            self.extremes.iter_mut().zip(other.extremes).zip(extremes)
-        {
-            if *mine == Value::Null
-                || (theirs != Value::Null && (theirs > *mine) == *want_max && theirs != *mine)
-            {
-                *mine = theirs;
-            }
-        }
+        self.extremes = fold_extremes(want_max, &[(&self.extremes, 1), (&other.extremes, 1)]);
         for (mine, theirs) in self.distinct.iter_mut().zip(other.distinct) {
             mine.extend(theirs);
             mine.sort_unstable();
             mine.dedup();
         }
-    }
-}
-
-/// A value as an extreme candidate: NaN counts as missing.
-fn clean(value: &Value) -> Value {
-    match value {
-        Value::Float(f) if f.0.is_nan() => Value::Null,
-        v => v.clone(),
     }
 }
 
@@ -742,6 +726,7 @@ fn input_parts<'scope>(
     let value_fields = layout.value_fields.clone();
     let aggregates = layout.aggregates.clone();
     let extremes = layout.extremes();
+    let want_max: Vec<bool> = extremes.iter().map(|(_, max)| *max).collect();
     let identity = settings.identity.clone();
     let time_slot = layout.time;
     let time_value = layout.aggregates.len();
@@ -807,7 +792,7 @@ fn input_parts<'scope>(
                                 let part = Part::of_row(row, &values, &aggregates, &extremes);
                                 if identity.is_empty() {
                                     match folded.get_mut(&part.row) {
-                                        Some(existing) => existing.merge(part, &extremes),
+                                        Some(existing) => existing.merge(part, &want_max),
                                         None => {
                                             folded.insert(part.row.clone(), part);
                                         }

@@ -226,7 +226,7 @@ pub fn detect<'scope>(
         node: DetectNode { detector, kind },
         port: env.ctx.control.port(&node.id, env.worker),
         enabled: true,
-        time_field: input_time_field(node, env)?,
+        time_field: input_stream(node, env)?.1,
     };
     Ok(map_batches(keyed, node, env, logic))
 }
@@ -342,15 +342,18 @@ impl ControlledNode for InferOperator {
     }
 }
 
-/// The event-time field of a node's (first) input.
-fn input_time_field(node: &PlanNode, env: &BuildEnv) -> Result<String, EngineError> {
+/// The schema and event-time field of a node's (first) input.
+fn input_stream(
+    node: &PlanNode,
+    env: &BuildEnv,
+) -> Result<(edgeflow_operators::schema::EventSchema, String), EngineError> {
     let input = node
         .inputs
         .first()
         .ok_or_else(|| EngineError::Internal(format!("node {} has no input", node.id)))?;
     env.plan
         .stream(input)
-        .map(|(_, time_field)| time_field.to_owned())
+        .map(|(schema, time_field)| (schema.clone(), time_field.to_owned()))
         .ok_or_else(|| {
             EngineError::Internal(format!("node {}: no schema for input {input}", node.id))
         })
@@ -361,14 +364,5 @@ pub fn input_schema(
     node: &PlanNode,
     env: &BuildEnv,
 ) -> Result<edgeflow_operators::schema::EventSchema, EngineError> {
-    let input = node
-        .inputs
-        .first()
-        .ok_or_else(|| EngineError::Internal(format!("node {} has no input", node.id)))?;
-    env.plan
-        .stream(input)
-        .map(|(schema, _)| schema.clone())
-        .ok_or_else(|| {
-            EngineError::Internal(format!("node {}: no schema for input {input}", node.id))
-        })
+    input_stream(node, env).map(|(schema, _)| schema)
 }

@@ -1661,44 +1661,11 @@ impl<'a> Settings<'a, '_> {
         let allowed_lateness_ms = self.duration_ms("allowed_lateness").map_or(0, |(v, _)| v);
         let value = self.string("value").unwrap_or_else(|| "value".to_owned());
         let time_field = self.string("time_field").unwrap_or_default();
-        let mut aggregates: Vec<AggregateSetting> = Vec::new();
-        match self.list("aggregates") {
-            None if !self.positions.contains_key("aggregates") => {
-                self.missing("aggregates", "add e.g. `aggregates: [count, mean, max]`")
-            }
-            None => {}
-            Some(items) if items.is_empty() => {
-                let pos = self.positions["aggregates"];
-                self.err(
-                    pos,
-                    "aggregates",
-                    "needs at least one aggregate",
-                    Some("e.g. `aggregates: [count, mean, max]`".into()),
-                );
-            }
-            Some(items) => {
-                for (text, pos) in items {
-                    match parse_aggregate(&text, &value) {
-                        Ok(a) => {
-                            if aggregates.iter().any(|b| b.output == a.output) {
-                                self.err(
-                                    pos,
-                                    "aggregates",
-                                    format!(
-                                        "\"{text}\" is listed twice (output column \"{}\")",
-                                        a.output
-                                    ),
-                                    None,
-                                );
-                            } else {
-                                aggregates.push(a);
-                            }
-                        }
-                        Err((msg, hint)) => self.err(pos, "aggregates", msg, hint),
-                    }
-                }
-            }
-        }
+        let aggregates = self.aggregates(
+            &value,
+            AGGREGATE_FUNCTIONS,
+            "e.g. `aggregates: [count, mean, max]`",
+        );
         let (size_ms, size_pos) = size?;
         if size_ms == 0 {
             self.err(size_pos, "size", "must be longer than 0ms", None);
@@ -1899,6 +1866,50 @@ impl<'a> Settings<'a, '_> {
         }
     }
 
+    /// The required `aggregates` list: each `fn` (over `value`) or `fn(field)`, `fn` one of
+    /// `functions`, no output column twice.
+    fn aggregates(
+        &mut self,
+        value: &str,
+        functions: &[&str],
+        example: &str,
+    ) -> Vec<AggregateSetting> {
+        let mut aggregates: Vec<AggregateSetting> = Vec::new();
+        match self.list("aggregates") {
+            None if !self.positions.contains_key("aggregates") => {
+                self.missing("aggregates", &format!("add {example}"))
+            }
+            None => {}
+            Some(items) if items.is_empty() => {
+                let pos = self.positions["aggregates"];
+                self.err(
+                    pos,
+                    "aggregates",
+                    "needs at least one aggregate",
+                    Some(example.to_owned()),
+                );
+            }
+            Some(items) => {
+                for (text, pos) in items {
+                    match parse_function(&text, value, functions) {
+                        Ok(a) if aggregates.iter().any(|b| b.output == a.output) => self.err(
+                            pos,
+                            "aggregates",
+                            format!(
+                                "\"{text}\" is listed twice (output column \"{}\")",
+                                a.output
+                            ),
+                            None,
+                        ),
+                        Ok(a) => aggregates.push(a),
+                        Err((msg, hint)) => self.err(pos, "aggregates", msg, hint),
+                    }
+                }
+            }
+        }
+        aggregates
+    }
+
     fn aggregate(&mut self) -> Option<Operator> {
         let key = self.field_list("key");
         let size_ms = match self.duration_ms("size") {
@@ -1929,35 +1940,11 @@ impl<'a> Settings<'a, '_> {
         let identity = self.field_list("identity");
         let lookup = self.string("lookup");
         let time_field = self.string("time_field").unwrap_or_default();
-        let mut aggregates: Vec<AggregateSetting> = Vec::new();
-        match self.list("aggregates") {
-            None if !self.positions.contains_key("aggregates") => self.missing(
-                "aggregates",
-                "add e.g. `aggregates: [count, sum(count), max(max)]`",
-            ),
-            None => {}
-            Some(items) if items.is_empty() => {
-                let pos = self.positions["aggregates"];
-                self.err(pos, "aggregates", "needs at least one aggregate", None);
-            }
-            Some(items) => {
-                for (text, pos) in items {
-                    match parse_function(&text, &value, VIEW_AGGREGATE_FUNCTIONS) {
-                        Ok(a) if aggregates.iter().any(|b| b.output == a.output) => self.err(
-                            pos,
-                            "aggregates",
-                            format!(
-                                "\"{text}\" is listed twice (output column \"{}\")",
-                                a.output
-                            ),
-                            None,
-                        ),
-                        Ok(a) => aggregates.push(a),
-                        Err((msg, hint)) => self.err(pos, "aggregates", msg, hint),
-                    }
-                }
-            }
-        }
+        let aggregates = self.aggregates(
+            &value,
+            VIEW_AGGREGATE_FUNCTIONS,
+            "e.g. `aggregates: [count, sum(count), max(max)]`",
+        );
         Some(Operator::Aggregate(AggregateViewSettings {
             key,
             size_ms,
@@ -2030,10 +2017,6 @@ impl<'a> Settings<'a, '_> {
 }
 
 /// Parses `fn` (over `value`) or `fn(field)`.
-fn parse_aggregate(text: &str, value: &str) -> Result<AggregateSetting, (String, Option<String>)> {
-    parse_function(text, value, AGGREGATE_FUNCTIONS)
-}
-
 /// Parses `fn` (over `value`) or `fn(field)`, `fn` one of `functions`.
 fn parse_function(
     text: &str,

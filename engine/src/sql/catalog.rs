@@ -5,6 +5,7 @@
 //! visible. A snapshot therefore holds every row with time < its frontier and nothing else:
 //! a query never sees half of a window's results.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -73,10 +74,16 @@ impl Changelog {
             if diff == 0 {
                 continue;
             }
-            let count = self.counts.entry(row.owned()).or_insert(0);
-            *count += diff;
-            if *count == 0 {
-                self.counts.remove(&row.owned());
+            match self.counts.entry(row.owned()) {
+                Entry::Occupied(mut count) => {
+                    *count.get_mut() += diff;
+                    if *count.get() == 0 {
+                        count.remove();
+                    }
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(diff);
+                }
             }
         }
         self.stale = true;
