@@ -1,27 +1,26 @@
 //! The plan: a validated spec turned into a typed graph in topological order, each node placed
 //! at the edge or in the cloud, with the edge -> cloud cut as named topics. Pure data: it can be
 //! printed ([`Plan::render_text`], dot, mermaid) and tested without running anything.
+//!
+//! This module compiles a spec (inputs, order, typing through each kind, the cut);
+//! [`control`] plans the control arcs; [`typing`] holds what kinds type themselves with;
+//! [`render`] prints a plan.
 
-mod insight;
-mod render;
+mod control;
+pub(crate) mod render;
+mod typing;
 
-use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
-use edgeflow_operators::OperatorError;
-use edgeflow_operators::expr::{CompiledFilter, CompiledMap};
-use edgeflow_operators::infer::InferOperator;
 use edgeflow_operators::schema::{EventSchema, FieldType};
 
-use crate::spec::{self, Diagnostics, NodeSpec, PipelineSpec, Pos, Reporter, did_you_mean};
-pub use crate::spec::{
-    AggregateSetting, AggregateViewSettings, DetectMethod, DetectSettings, FileFormatName,
-    FileSourceSettings, GeneratorSettings, InferSettings, KafkaFormat, KafkaSinkSettings,
-    KafkaSourceSettings, Operator, Placement, Port, ReferenceSettings, ReferenceSource, SinkFormat,
-    StreamRef, WindowSettings,
-};
-pub use insight::{INCIDENTS_TABLE, words_of};
+use crate::kinds::{KINDS, NodeSettings};
+use crate::spec::{self, Diagnostics, PipelineSpec, Pos, Reporter, did_you_mean};
+pub use crate::spec::{Placement, Port, StreamRef};
+pub use control::{ControlPlan, ControlRequest, ControlTarget, control_requests};
+pub use typing::{FieldCheck, StreamInfo, TypeCx, Typed, field_hint, user_message};
 
 /// A compiled pipeline.
 #[derive(Clone, Debug)]
@@ -38,216 +37,6 @@ pub struct Plan {
     pub control: Option<ControlPlan>,
 }
 
-/// The control arcs of a plan: the topics control records and their acknowledgements travel
-/// on, and the edge nodes they may reconfigure.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ControlPlan {
-    /// `<pipeline>.control`: control records, cloud -> every edge.
-    pub topic: String,
-    /// `<pipeline>.control.acks`: acknowledgements, edges -> cloud.
-    pub acks_topic: String,
-    /// The controllable edge nodes, in plan order.
-    pub targets: Vec<ControlTarget>,
-    /// The pipeline file's directory: model paths of `swap_model` records are relative to it.
-    pub base_dir: PathBuf,
-}
-
-/// An edge node the cloud may reconfigure.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ControlTarget {
-    /// The node id.
-    pub node: String,
-    /// The actions its kind supports (see [`supported_actions`]).
-    pub actions: &'static [&'static str],
-    /// Who may send it records: `control` (the top-level section, i.e. people through
-    /// `edgeflow control` / `POST /control`) and/or the `insight` nodes that list it.
-    pub issuers: Vec<String>,
-}
-
-impl ControlPlan {
-    /// The target for `node`, if it is controllable.
-    pub fn target(&self, node: &str) -> Option<&ControlTarget> {
-        self.targets.iter().find(|t| t.node == node)
-    }
-}
-
-/// A request, somewhere in a pipeline file, to make an edge node controllable: the node id,
-/// where it is written, and who asks (`control` for the top-level section, else the id of the
-/// `insight` node whose `control:` list names it).
-#[derive(Clone, Debug, PartialEq)]
-pub struct ControlRequest {
-    /// The node to control.
-    pub node: String,
-    /// Where it is named.
-    pub pos: Pos,
-    /// Who asks.
-    pub issuer: String,
-}
-
-/// The control actions a node kind supports at run time (empty: not controllable).
-///
-/// - `infer`: `set_threshold`, `swap_model`, `enable`, `disable`;
-/// - `detect`: `set_threshold` (the z-score threshold, or a threshold detector's `max`),
-///   `enable`, `disable`;
-/// - `window`: `set_window_size` (tumbling windows only), `enable`, `disable`;
-/// - `generator`: `set_sampling` (keep one reading in N), `enable`, `disable`.
-pub fn supported_actions(op: &Operator) -> &'static [&'static str] {
-    match op {
-        Operator::Infer(_) => &["set_threshold", "swap_model", "enable", "disable"],
-        Operator::Detect(_) => &["set_threshold", "enable", "disable"],
-        Operator::Window(w) if w.slide_ms == w.size_ms => &["set_window_size", "enable", "disable"],
-        Operator::Window(_) => &["enable", "disable"],
-        Operator::Generator(_) => &["set_sampling", "enable", "disable"],
-        _ => &[],
-    }
-}
-
-/// Every control request of a spec: the top-level `control: { nodes }` section (issuer
-/// `control`). An `insight` node's `control:` list adds its own requests here, with the
-/// insight's id as issuer, so that both reach the same [`ControlPlan`] (the insight's own
-/// checks report its bad targets; [`control_plan`] reports those of the top-level section).
-pub fn control_requests(spec: &PipelineSpec) -> Vec<ControlRequest> {
-    let mut requests: Vec<ControlRequest> = spec
-        .control
-        .iter()
-        .map(|(node, pos)| ControlRequest {
-            node: node.clone(),
-            pos: *pos,
-            issuer: "control".to_owned(),
-        })
-        .collect();
-    for node in &spec.nodes {
-        if let Operator::Insight(settings) = &node.operator {
-            for (i, rule) in settings.control.iter().enumerate() {
-                requests.push(ControlRequest {
-                    node: rule.node.clone(),
-                    pos: node.pos_of(&format!("control[{i}].node")),
-                    issuer: node.id.clone(),
-                });
-            }
-        }
-    }
-    requests
-}
-
-/// Checks control requests against the typed nodes and builds the control plan (`None`
-/// without requests).
-fn control_plan(
-    r: &mut Reporter,
-    spec: &PipelineSpec,
-    nodes: &[PlanNode],
-    base_dir: &Path,
-) -> Option<ControlPlan> {
-    let requests = control_requests(spec);
-    if requests.is_empty() {
-        return None;
-    }
-    let mut targets: Vec<ControlTarget> = Vec::new();
-    for request in requests {
-        // An insight's own checks report its bad targets, with the action it names; here
-        // they are only left out.
-        if request.issuer != "control"
-            && !nodes.iter().any(|n| {
-                n.id == request.node
-                    && n.placement == Placement::Edge
-                    && !supported_actions(&n.operator).is_empty()
-            })
-        {
-            continue;
-        }
-        let Some(node) = nodes.iter().find(|n| n.id == request.node) else {
-            if spec.broken.contains_key(&request.node) {
-                continue;
-            }
-            let ids = nodes.iter().map(|n| n.id.as_str());
-            let hint = match did_you_mean(&request.node, ids) {
-                Some(m) => format!("did you mean \"{m}\"?"),
-                None => format!(
-                    "controllable edge nodes are: {}",
-                    nodes
-                        .iter()
-                        .filter(|n| n.placement == Placement::Edge
-                            && !supported_actions(&n.operator).is_empty())
-                        .map(|n| n.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-            r.error(
-                request.pos,
-                format!(
-                    "{}: control target \"{}\" is not a node",
-                    issuer_text(&request.issuer),
-                    request.node
-                ),
-                Some(hint),
-            );
-            continue;
-        };
-        if node.placement != Placement::Edge {
-            r.error(
-                request.pos,
-                format!(
-                    "{}: control target \"{}\" runs in the cloud; control records reconfigure edge nodes",
-                    issuer_text(&request.issuer),
-                    node.id
-                ),
-                Some(format!(
-                    "name an edge node, or place \"{}\" at the edge (`placement: edge`)",
-                    node.id
-                )),
-            );
-            continue;
-        }
-        let actions = supported_actions(&node.operator);
-        if actions.is_empty() {
-            r.error(
-                request.pos,
-                format!(
-                    "{}: control target \"{}\" is a {} node, which takes no control records",
-                    issuer_text(&request.issuer),
-                    node.id,
-                    node.kind
-                ),
-                Some("controllable kinds are: infer, detect, window, generator".into()),
-            );
-            continue;
-        }
-        match targets.iter_mut().find(|t| t.node == node.id) {
-            Some(t) => {
-                if !t.issuers.contains(&request.issuer) {
-                    t.issuers.push(request.issuer);
-                }
-            }
-            None => targets.push(ControlTarget {
-                node: node.id.clone(),
-                actions,
-                issuers: vec![request.issuer],
-            }),
-        }
-    }
-    let position: HashMap<&str, usize> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.id.as_str(), i))
-        .collect();
-    targets.sort_by_key(|t| position.get(t.node.as_str()).copied());
-    Some(ControlPlan {
-        topic: format!("{}.control", spec.pipeline),
-        acks_topic: format!("{}.control.acks", spec.pipeline),
-        targets,
-        base_dir: base_dir.to_path_buf(),
-    })
-}
-
-fn issuer_text(issuer: &str) -> String {
-    if issuer == "control" {
-        "\"control.nodes\"".to_owned()
-    } else {
-        format!("node \"{issuer}\": field \"control\"")
-    }
-}
-
 /// One node of the plan.
 #[derive(Clone, Debug)]
 pub struct PlanNode {
@@ -259,18 +48,33 @@ pub struct PlanNode {
     pub placement: Placement,
     /// The streams it reads.
     pub inputs: Vec<StreamRef>,
-    /// Its validated settings.
-    pub operator: Operator,
+    /// Its validated settings (defaults the planner fills in included).
+    pub settings: Arc<dyn NodeSettings>,
     /// Main output schema (for sinks: their input's schema).
     pub schema: EventSchema,
     /// Event-time field of the main output; `None` for sinks.
     pub time_field: Option<String>,
+    /// Its outputs besides the main one (a window's `late`, an insight's `control`).
+    pub ports: Vec<(Port, StreamInfo)>,
 }
 
 impl PlanNode {
     /// Whether the node has no output stream.
     pub fn is_sink(&self) -> bool {
-        self.operator.is_sink()
+        self.settings.is_sink()
+    }
+
+    /// Its settings as `T`, when they are of that type.
+    pub fn settings_as<T: 'static>(&self) -> Option<&T> {
+        self.settings.as_any().downcast_ref()
+    }
+
+    /// The schema and time field of its output `port` other than the main one.
+    pub fn port(&self, port: Port) -> Option<(&EventSchema, &str)> {
+        self.ports
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, info)| (&info.schema, info.time_field.as_str()))
     }
 }
 
@@ -300,21 +104,10 @@ impl Plan {
     /// The schema and time field of a stream, if it exists and carries events.
     pub fn stream(&self, stream: &StreamRef) -> Option<(&EventSchema, &str)> {
         let node = self.node(&stream.node)?;
-        match (stream.port, &node.operator, &node.time_field) {
-            (Port::Main, _, Some(tf)) => Some((&node.schema, tf)),
-            (Port::Late, Operator::Window(w), _) => {
-                let input = node.inputs.first()?;
-                let (schema, _) = self.stream(input)?;
-                Some((schema, &w.time_field))
-            }
-            (Port::Control, Operator::Insight(_), _) => {
-                static CONTROL: std::sync::OnceLock<EventSchema> = std::sync::OnceLock::new();
-                Some((
-                    CONTROL.get_or_init(edgeflow_operators::control::control_schema),
-                    "apply_at",
-                ))
-            }
-            _ => None,
+        match (stream.port, &node.time_field) {
+            (Port::Main, Some(tf)) => Some((&node.schema, tf)),
+            (Port::Main, None) => None,
+            (port, _) => node.port(port),
         }
     }
 
@@ -359,69 +152,9 @@ pub fn plan_with(
     }
 }
 
-/// Which kind a port other than the main output belongs to.
-struct PortOwner {
-    /// Whether an operator has the port.
-    has_port: fn(&Operator) -> bool,
-    /// The kind that has it.
-    kind: &'static str,
-    /// The port's name in messages.
-    port: &'static str,
-}
-
-fn port_owner(port: Port) -> Option<PortOwner> {
-    match port {
-        Port::Main => None,
-        Port::Late => Some(PortOwner {
-            has_port: |op| matches!(op, Operator::Window(_)),
-            kind: "window",
-            port: "late",
-        }),
-        Port::Control => Some(PortOwner {
-            has_port: |op| matches!(op, Operator::Insight(_)),
-            kind: "insight",
-            port: "control",
-        }),
-    }
-}
-
 /// The topic name of a stream.
 pub fn topic_name(pipeline: &str, stream: &StreamRef) -> String {
     format!("{pipeline}.{stream}")
-}
-
-/// The placement a kind gets when none is written and its inputs are at `inputs`.
-pub fn default_placement(op: &Operator, inputs: impl IntoIterator<Item = Placement>) -> Placement {
-    match op {
-        Operator::Generator(_)
-        | Operator::FileSource(_)
-        | Operator::KafkaSource(_)
-        | Operator::Detect(_)
-        | Operator::Infer(_)
-        | Operator::Window(_) => Placement::Edge,
-        Operator::Table { .. }
-        | Operator::Aggregate(_)
-        | Operator::Reference(_)
-        | Operator::Insight(_) => Placement::Cloud,
-        Operator::Filter { .. }
-        | Operator::Map { .. }
-        | Operator::FileSink { .. }
-        | Operator::KafkaSink(_)
-        | Operator::Stdout { .. } => {
-            if inputs.into_iter().any(|p| p == Placement::Cloud) {
-                Placement::Cloud
-            } else {
-                Placement::Edge
-            }
-        }
-    }
-}
-
-/// What the planner knows about a stream.
-#[derive(Clone)]
-struct StreamInfo {
-    schema: EventSchema,
-    time_field: String,
 }
 
 /// Checks the graph, schemas, expressions and placements of `spec` and builds the plan.
@@ -461,7 +194,12 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Pla
                 }
                 Some(&j) => {
                     let producer = &spec.nodes[j];
-                    if producer.operator.is_sink() {
+                    let refusal = producer.settings.not_a_stream(&producer.id);
+                    let owner = (stream.port != Port::Main)
+                        .then(|| KINDS.iter().find(|k| k.ports().contains(&stream.port)))
+                        .flatten()
+                        .filter(|_| !producer.settings.kind().ports().contains(&stream.port));
+                    if producer.settings.is_sink() {
                         broken[i] = true;
                         r.error(
                             *pos,
@@ -471,28 +209,24 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Pla
                             ),
                             None,
                         );
-                    } else if matches!(producer.operator, Operator::Reference(_)) {
+                    } else if let Some((what, hint)) = refusal {
                         broken[i] = true;
                         r.error(
                             *pos,
-                            format!(
-                                "node \"{}\": input \"{stream}\" is a reference table, which is not a stream",
-                                node.id
-                            ),
-                            Some(format!(
-                                "read it from an aggregate with `lookup: {}`",
-                                producer.id
-                            )),
+                            format!("node \"{}\": input \"{stream}\" {what}", node.id),
+                            Some(hint),
                         );
-                    } else if let Some(owner) = port_owner(stream.port)
-                        .filter(|owner| !(owner.has_port)(&producer.operator))
-                    {
+                    } else if let Some(owner) = owner {
                         broken[i] = true;
                         r.error(
                             *pos,
                             format!(
                                 "node \"{}\": input \"{stream}\": only {} nodes have a {} output, \"{}\" is a {}",
-                                node.id, owner.kind, owner.port, producer.id, producer.kind
+                                node.id,
+                                owner.name(),
+                                port_name(stream.port),
+                                producer.id,
+                                producer.kind
                             ),
                             Some(format!("read \"{}\" instead", producer.id)),
                         );
@@ -533,14 +267,9 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Pla
             ins.iter().filter_map(|(_, _, j)| placements[*j]).collect();
         let placement = node
             .placement
-            .unwrap_or_else(|| default_placement(&node.operator, input_placements.iter().copied()));
+            .unwrap_or_else(|| node.settings.default_placement(&input_placements));
         placements[i] = Some(placement);
-        if placement == Placement::Edge && matches!(node.operator, Operator::Insight(_)) {
-            r.error(
-                node.pos_of("placement"),
-                format!("node \"{}\": an insight runs in the cloud", node.id),
-                Some("remove `placement: edge`".into()),
-            );
+        if !node.settings.check_placement(r, node, placement) {
             continue;
         }
         if placement == Placement::Edge {
@@ -561,73 +290,48 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Pla
             }
         }
 
-        let (mut operator, output, late, input_schema) = match &node.operator {
-            // The inputs of an insight may differ: each rule is typed against its own.
-            Operator::Insight(settings) => {
-                let Some(op) = insight::type_insight(r, node, settings, ins, &streams, &changelogs)
-                else {
-                    continue;
-                };
-                streams.insert(
-                    StreamRef {
-                        node: node.id.clone(),
-                        port: Port::Control,
-                    },
-                    insight::control_stream(),
-                );
-                (op, Some(insight::incident_stream()), None, None)
-            }
-            _ => {
-                let input = match common_input(r, node, ins, &streams) {
-                    Some(x) => x,
-                    None if ins.is_empty() => StreamInfo {
-                        schema: EventSchema::default(),
-                        time_field: String::new(),
-                    },
-                    None => continue,
-                };
-                let Some((operator, output, late)) = type_node(r, spec, node, &input) else {
-                    continue;
-                };
-                (operator, output, late, Some(input.schema))
+        let each_input = node.settings.types_each_input();
+        let input = if each_input {
+            StreamInfo::default()
+        } else {
+            match common_input(r, node, ins, &streams) {
+                Some(x) => x,
+                None if ins.is_empty() => StreamInfo::default(),
+                None => continue,
             }
         };
-        match &mut operator {
-            Operator::Aggregate(a) => {
-                changelogs.insert(StreamRef::main(&node.id));
-                let lookup = a
-                    .lookup
-                    .as_deref()
-                    .and_then(|l| index.get(l).map(|&j| (l, j)));
-                if let Some((l, j)) = lookup
-                    && placements[j].is_some_and(|p| p != placement)
-                {
-                    r.error(
-                        node.pos_of("lookup"),
-                        format!(
-                            "node \"{}\" runs at the {} but its lookup \"{l}\" runs at the {}",
-                            node.id,
-                            placement.name(),
-                            placements[j].map_or("", Placement::name)
-                        ),
-                        Some(format!("give \"{l}\" the same `placement:`")),
-                    );
-                }
-            }
-            Operator::Table { changelog, .. } => {
-                *changelog = ins.iter().all(|(s, _, _)| changelogs.contains(s));
-            }
-            Operator::Filter { .. } if ins.iter().all(|(s, _, _)| changelogs.contains(s)) => {
-                changelogs.insert(StreamRef::main(&node.id));
-            }
-            _ => {}
+        let placement_of = |id: &str| index.get(id).and_then(|&j| placements[j]);
+        let mut cx = TypeCx {
+            r: &mut *r,
+            fields: FieldCheck::new(node, &input),
+            spec,
+            inputs: ins,
+            streams: &streams,
+            changelogs: &changelogs,
+            inputs_changelog: ins.iter().all(|(s, _, _)| changelogs.contains(s)),
+            placement,
+            placement_of: &placement_of,
+        };
+        let Some(typed) = node.settings.typed(&mut cx) else {
+            continue;
+        };
+        let Typed {
+            settings,
+            output,
+            ports,
+            changelog,
+            schema: own_schema,
+        } = typed;
+        if changelog {
+            changelogs.insert(StreamRef::main(&node.id));
         }
+        let input_schema = (!each_input).then_some(input.schema);
         let time_field = output.as_ref().map(|o| o.time_field.clone());
-        let schema = match (&output, &operator, input_schema) {
+        let schema = match (&output, own_schema, input_schema) {
             (Some(o), _, _) => o.schema.clone(),
-            (None, Operator::Reference(settings), _) => settings.schema.clone(),
-            (None, _, Some(input)) => input,
-            (None, _, None) => EventSchema::default(),
+            (None, Some(own), _) => own,
+            (None, None, Some(input)) => input,
+            (None, None, None) => EventSchema::default(),
         };
         for (field, _) in &node.compress.error_bounds {
             if schema.field_type(field) != Some(FieldType::F64) {
@@ -650,13 +354,13 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Pla
         if let Some(o) = output {
             streams.insert(StreamRef::main(&node.id), o);
         }
-        if let Some(l) = late {
+        for (port, info) in &ports {
             streams.insert(
                 StreamRef {
                     node: node.id.clone(),
-                    port: Port::Late,
+                    port: *port,
                 },
-                l,
+                info.clone(),
             );
         }
         nodes.push(PlanNode {
@@ -664,13 +368,16 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Pla
             kind: node.kind,
             placement,
             inputs: ins.iter().map(|(s, _, _)| s.clone()).collect(),
-            operator,
+            settings,
             schema,
             time_field,
+            ports,
         });
     }
 
-    insight::check_insights(r, &spec.nodes, &nodes);
+    for kind in KINDS {
+        kind.check_plan(r, &spec.nodes, &nodes);
+    }
     if r.len() > before {
         return None;
     }
@@ -714,7 +421,7 @@ fn compile_into(spec: &PipelineSpec, r: &mut Reporter, dir: &Path) -> Option<Pla
         .map(|(i, n)| (n.id.as_str(), i))
         .collect();
     topics.sort_by_key(|t| (position.get(t.stream.node.as_str()).copied(), t.stream.port));
-    let control = control_plan(r, spec, &nodes, dir);
+    let control = control::control_plan(r, spec, &nodes, dir);
     if r.len() > before {
         return None;
     }
@@ -848,7 +555,7 @@ fn topological_order(
 /// The schema and time field shared by all inputs of `node`.
 fn common_input(
     r: &mut Reporter,
-    node: &NodeSpec,
+    node: &spec::NodeSpec,
     ins: &[(StreamRef, Pos, usize)],
     streams: &HashMap<StreamRef, StreamInfo>,
 ) -> Option<StreamInfo> {
@@ -882,570 +589,13 @@ fn common_input(
     ok.then_some(first)
 }
 
-fn field_hint(name: &str, schema: &EventSchema) -> String {
-    match did_you_mean(name, schema.names()) {
-        Some(m) => format!("did you mean \"{m}\"?"),
-        None => format!(
-            "the input's fields are: {}",
-            schema.names().collect::<Vec<_>>().join(", ")
-        ),
+/// A port's name in messages.
+fn port_name(port: Port) -> &'static str {
+    match port {
+        Port::Main => "main",
+        Port::Late => "late",
+        Port::Control => "control",
     }
-}
-
-fn user_message(err: OperatorError) -> String {
-    match err {
-        OperatorError::User(m) => m,
-        OperatorError::DataFusion(e) => edgeflow_operators::expr::datafusion_message(&e),
-        other => other.to_string(),
-    }
-}
-
-type Typed = (Operator, Option<StreamInfo>, Option<StreamInfo>);
-
-/// Types one node against its input: returns its operator (window time field filled in), its
-/// main output (`None` for sinks) and its late output.
-fn type_node(
-    r: &mut Reporter,
-    spec: &PipelineSpec,
-    node: &NodeSpec,
-    input: &StreamInfo,
-) -> Option<Typed> {
-    let id = &node.id;
-    let schema = &input.schema;
-    let same = || StreamInfo {
-        schema: input.schema.clone(),
-        time_field: input.time_field.clone(),
-    };
-    // Whether every check passed; a Cell so the field checker and the arms can both clear it.
-    let ok = Cell::new(true);
-    let check_field =
-        |r: &mut Reporter, path: &str, setting: &str, name: &str| -> Option<FieldType> {
-            let t = schema.field_type(name);
-            if t.is_none() {
-                ok.set(false);
-                r.error(
-                    node.pos_of(path),
-                    format!(
-                        "node \"{id}\": field \"{setting}\": the input has no field \"{name}\""
-                    ),
-                    Some(field_hint(name, schema)),
-                );
-            }
-            t
-        };
-    let result = match &node.operator {
-        Operator::Generator(g) => (
-            node.operator.clone(),
-            Some(StreamInfo {
-                schema: g.schema(),
-                time_field: "ts".to_owned(),
-            }),
-            None,
-        ),
-        Operator::FileSource(f) => (
-            node.operator.clone(),
-            Some(StreamInfo {
-                schema: f.schema.clone(),
-                time_field: f.time_field.clone(),
-            }),
-            None,
-        ),
-        Operator::KafkaSource(k) => (
-            node.operator.clone(),
-            Some(StreamInfo {
-                schema: k.schema.clone(),
-                time_field: k.time_field.clone(),
-            }),
-            None,
-        ),
-        Operator::KafkaSink(k) => {
-            if let Some(key) = &k.key
-                && schema.field_type(key).is_none()
-            {
-                r.error(
-                    node.pos_of("key"),
-                    format!("node \"{id}\": field \"key\": the input has no field \"{key}\""),
-                    Some(match did_you_mean(key, schema.names()) {
-                        Some(m) => format!("did you mean \"{m}\"?"),
-                        None => format!(
-                            "the input's fields are: {}",
-                            schema.names().collect::<Vec<_>>().join(", ")
-                        ),
-                    }),
-                );
-                return None;
-            }
-            (node.operator.clone(), None, None)
-        }
-        Operator::Filter { predicate } => {
-            if let Err(e) = CompiledFilter::new(schema, predicate) {
-                r.error(
-                    node.pos_of("where"),
-                    format!("node \"{id}\": field \"where\": {}", user_message(e)),
-                    None,
-                );
-                return None;
-            }
-            (node.operator.clone(), Some(same()), None)
-        }
-        Operator::Map { fields, drop } => {
-            let mut fields_ok = true;
-            for (name, sql) in fields {
-                if let Err(e) = CompiledMap::new(schema, &[(name.clone(), sql.clone())], &[]) {
-                    fields_ok = false;
-                    let msg = user_message(e);
-                    let msg = msg
-                        .strip_prefix(&format!("field \"{name}\": "))
-                        .unwrap_or(&msg)
-                        .to_owned();
-                    r.error(
-                        node.pos_of(&format!("fields.{name}")),
-                        format!("node \"{id}\": field \"fields.{name}\": {msg}"),
-                        None,
-                    );
-                }
-            }
-            for (i, d) in drop.iter().enumerate() {
-                if schema.field_type(d).is_none() && !fields.iter().any(|(n, _)| n == d) {
-                    fields_ok = false;
-                    r.error(
-                        node.pos_of(&format!("drop[{i}]")),
-                        format!("node \"{id}\": field \"drop\": the input has no field \"{d}\""),
-                        Some(field_hint(d, schema)),
-                    );
-                } else if d == &input.time_field {
-                    fields_ok = false;
-                    r.error(
-                        node.pos_of(&format!("drop[{i}]")),
-                        format!(
-                            "node \"{id}\": field \"drop\": cannot drop the time field \"{d}\""
-                        ),
-                        Some("the event-time field must survive a map".into()),
-                    );
-                }
-            }
-            if !fields_ok {
-                return None;
-            }
-            let out = match CompiledMap::new(schema, fields, drop) {
-                Ok(m) => m.output_schema().clone(),
-                Err(e) => {
-                    r.error(
-                        node.pos_of("fields"),
-                        format!("node \"{id}\": {}", user_message(e)),
-                        None,
-                    );
-                    return None;
-                }
-            };
-            match out.field_type(&input.time_field) {
-                Some(FieldType::TimestampMs) => {}
-                other => {
-                    let path = format!("fields.{}", input.time_field);
-                    r.error(
-                        node.pos_of(&path),
-                        format!(
-                            "node \"{id}\": the time field \"{}\" must stay timestamp_ms, but the map makes it {}",
-                            input.time_field,
-                            other.map_or("absent".to_owned(), |t| t.to_string())
-                        ),
-                        Some("compute the new value under another name".into()),
-                    );
-                    return None;
-                }
-            }
-            (
-                node.operator.clone(),
-                Some(StreamInfo {
-                    schema: out,
-                    time_field: input.time_field.clone(),
-                }),
-                None,
-            )
-        }
-        Operator::Window(w) => {
-            let mut w = w.clone();
-            if w.time_field.is_empty() {
-                w.time_field = input.time_field.clone();
-            } else {
-                match check_field(r, "time_field", "time_field", &w.time_field) {
-                    Some(FieldType::TimestampMs) | None => {}
-                    Some(t) => {
-                        ok.set(false);
-                        r.error(
-                            node.pos_of("time_field"),
-                            format!("node \"{id}\": field \"time_field\": \"{}\" has type {t}, not timestamp_ms", w.time_field),
-                            None,
-                        );
-                    }
-                }
-            }
-            let mut fields = vec![
-                ("window_start".to_owned(), FieldType::TimestampMs),
-                ("window_end".to_owned(), FieldType::TimestampMs),
-            ];
-            for (i, k) in w.key.iter().enumerate() {
-                if let Some(t) = check_field(r, &format!("key[{i}]"), "key", k) {
-                    fields.push((k.clone(), t));
-                }
-            }
-            // A bare `count` counts events: on a stream without the value field it reads the
-            // time field, which every event has.
-            let time_field = w.time_field.clone();
-            for a in &mut w.aggregates {
-                if a.func == "count" && a.output == "count" && schema.field_type(&a.field).is_none()
-                {
-                    a.field = time_field.clone();
-                }
-            }
-            for (i, a) in w.aggregates.iter().enumerate() {
-                let path = format!("aggregates[{i}]");
-                let Some(t) = check_field(r, &path, "aggregates", &a.field) else {
-                    continue;
-                };
-                let out_type = match a.func.as_str() {
-                    "count" => FieldType::I64,
-                    _ if !t.is_numeric() => {
-                        ok.set(false);
-                        r.error(
-                            node.pos_of(&path),
-                            format!(
-                                "node \"{id}\": field \"aggregates\": {} needs an i64 or f64 field, but \"{}\" is {t}",
-                                a.func, a.field
-                            ),
-                            None,
-                        );
-                        continue;
-                    }
-                    "sum" | "min" | "max" | "first" | "last" => t,
-                    _ => FieldType::F64,
-                };
-                if fields.iter().any(|(n, _)| *n == a.output) {
-                    ok.set(false);
-                    r.error(
-                        node.pos_of(&path),
-                        format!("node \"{id}\": field \"aggregates\": output column \"{}\" clashes with another column", a.output),
-                        None,
-                    );
-                    continue;
-                }
-                fields.push((a.output.clone(), out_type));
-            }
-            (
-                Operator::Window(w.clone()),
-                Some(StreamInfo {
-                    schema: EventSchema::new(fields),
-                    time_field: "window_start".to_owned(),
-                }),
-                Some(StreamInfo {
-                    schema: input.schema.clone(),
-                    time_field: w.time_field.clone(),
-                }),
-            )
-        }
-        Operator::Detect(d) => {
-            for (i, k) in d.key.iter().enumerate() {
-                check_field(r, &format!("key[{i}]"), "key", k);
-            }
-            match check_field(r, "value", "value", &d.value) {
-                Some(t) if !t.is_numeric() => {
-                    ok.set(false);
-                    r.error(
-                        node.pos_of("value"),
-                        format!("node \"{id}\": field \"value\": \"{}\" is {t}, but a detector needs i64 or f64", d.value),
-                        None,
-                    );
-                }
-                _ => {}
-            }
-            let mut fields = schema.fields().to_vec();
-            for (name, t) in [("score", FieldType::F64), ("reason", FieldType::String)] {
-                if schema.field_type(name).is_some() {
-                    ok.set(false);
-                    r.error(
-                        node.pos,
-                        format!("node \"{id}\": the input already has a field \"{name}\", which a detector adds"),
-                        Some("rename it with a map first".into()),
-                    );
-                }
-                fields.push((name.to_owned(), t));
-            }
-            (
-                node.operator.clone(),
-                Some(StreamInfo {
-                    schema: EventSchema::new(fields),
-                    time_field: input.time_field.clone(),
-                }),
-                None,
-            )
-        }
-        Operator::Infer(settings) => {
-            let mut settings = settings.clone();
-            if settings.key.is_empty() {
-                settings.key = ["device", "sensor"]
-                    .into_iter()
-                    .filter(|k| schema.field_type(k).is_some())
-                    .map(str::to_owned)
-                    .collect();
-                if settings.key.is_empty() {
-                    r.error(
-                        node.pos,
-                        format!("node \"{id}\": the input has no \"device\" or \"sensor\" field to cut windows by"),
-                        Some("name the fields that identify a device with `key: [...]`".into()),
-                    );
-                    return None;
-                }
-            }
-            for (i, k) in settings.key.iter().enumerate() {
-                check_field(r, &format!("key[{i}]"), "key", k);
-            }
-            match check_field(r, "value", "value", &settings.value) {
-                Some(t) if !t.is_numeric() => {
-                    ok.set(false);
-                    r.error(
-                        node.pos_of("value"),
-                        format!("node \"{id}\": field \"value\": \"{}\" is {t}, but inference needs i64 or f64", settings.value),
-                        None,
-                    );
-                }
-                _ => {}
-            }
-            if !ok.get() {
-                return None;
-            }
-            settings.time_field = input.time_field.clone();
-            match InferOperator::output_schema_for(schema, &settings.key, &input.time_field) {
-                Ok(out) => (
-                    Operator::Infer(settings),
-                    Some(StreamInfo {
-                        schema: out,
-                        time_field: input.time_field.clone(),
-                    }),
-                    None,
-                ),
-                Err(e) => {
-                    r.error(
-                        node.pos,
-                        format!("node \"{id}\": {}", user_message(e)),
-                        Some("rename the field with a map first".into()),
-                    );
-                    return None;
-                }
-            }
-        }
-        Operator::Aggregate(settings) => {
-            let (settings, info) = type_aggregate(r, spec, node, input, settings, &check_field)?;
-            (Operator::Aggregate(settings), Some(info), None)
-        }
-        Operator::Reference(_)
-        | Operator::Table { .. }
-        | Operator::FileSink { .. }
-        | Operator::Stdout { .. } => (node.operator.clone(), None, None),
-        Operator::Insight(_) => {
-            r.error(
-                node.pos,
-                format!(
-                    "internal error (a bug in edgeflow): insight \"{id}\" typed as a one-input node"
-                ),
-                None,
-            );
-            return None;
-        }
-    };
-    ok.get().then_some(result)
-}
-
-/// The column of an aggregate's output that holds each change's multiplicity.
-pub const DIFF_COLUMN: &str = "diff";
-/// The column of an aggregate's output that holds the latest event time of the group.
-pub const LAST_EVENT_COLUMN: &str = "last_event";
-
-/// Checks an aggregate against its input and lookup, filling in the time field; its output
-/// is the group fields, the window bounds (windows only), the aggregates, `last_event`, and
-/// `diff`.
-fn type_aggregate(
-    r: &mut Reporter,
-    spec: &PipelineSpec,
-    node: &NodeSpec,
-    input: &StreamInfo,
-    settings: &AggregateViewSettings,
-    check_field: &dyn Fn(&mut Reporter, &str, &str, &str) -> Option<FieldType>,
-) -> Option<(AggregateViewSettings, StreamInfo)> {
-    let id = &node.id;
-    let mut settings = settings.clone();
-    let mut ok = true;
-    if settings.time_field.is_empty() {
-        settings.time_field = input.time_field.clone();
-    } else if let Some(t) = check_field(r, "time_field", "time_field", &settings.time_field)
-        && t != FieldType::TimestampMs
-    {
-        ok = false;
-        r.error(
-            node.pos_of("time_field"),
-            format!(
-                "node \"{id}\": field \"time_field\": \"{}\" has type {t}, not timestamp_ms",
-                settings.time_field
-            ),
-            None,
-        );
-    }
-    // Fields a group key or aggregate may name: the input's, then the lookup's.
-    let mut available = input.schema.clone();
-    if let Some(lookup) = &settings.lookup {
-        match spec.nodes.iter().find(|n| n.id == *lookup) {
-            Some(NodeSpec {
-                operator: Operator::Reference(reference),
-                ..
-            }) => {
-                let mut fields = available.fields().to_vec();
-                for k in &reference.key {
-                    let (ours, theirs) =
-                        (input.schema.field_type(k), reference.schema.field_type(k));
-                    if ours != theirs {
-                        ok = false;
-                        r.error(
-                            node.pos_of("lookup"),
-                            format!(
-                                "node \"{id}\": field \"lookup\": the reference's key field \"{k}\" is {} there but {} in the input",
-                                theirs.map_or("absent".to_owned(), |t| t.to_string()),
-                                ours.map_or("absent".to_owned(), |t| t.to_string()),
-                            ),
-                            Some("a lookup joins on the reference's `key` fields, which the input must have with the same types".into()),
-                        );
-                    }
-                }
-                for (name, t) in reference.schema.fields() {
-                    if reference.key.contains(name) {
-                        continue;
-                    }
-                    if input.schema.field_type(name).is_some() {
-                        ok = false;
-                        r.error(
-                            node.pos_of("lookup"),
-                            format!("node \"{id}\": field \"lookup\": the reference's field \"{name}\" is also a field of the input"),
-                            Some("rename one of them (a map on the input)".into()),
-                        );
-                    }
-                    fields.push((name.clone(), *t));
-                }
-                available = EventSchema::new(fields);
-            }
-            Some(other) => {
-                ok = false;
-                r.error(
-                    node.pos_of("lookup"),
-                    format!(
-                        "node \"{id}\": field \"lookup\": \"{lookup}\" is a {}, not a reference",
-                        other.kind
-                    ),
-                    None,
-                );
-            }
-            None => {
-                ok = false;
-                let hint = did_you_mean(lookup, spec.nodes.iter().map(|n| n.id.as_str()))
-                    .map(|m| format!("did you mean \"{m}\"?"));
-                r.error(
-                    node.pos_of("lookup"),
-                    format!("node \"{id}\": field \"lookup\": no node \"{lookup}\""),
-                    hint,
-                );
-            }
-        }
-    }
-    let field = |r: &mut Reporter, path: &str, setting: &str, name: &str| {
-        let t = available.field_type(name);
-        if t.is_none() {
-            r.error(
-                node.pos_of(path),
-                format!("node \"{id}\": field \"{setting}\": neither the input nor the lookup has a field \"{name}\""),
-                Some(field_hint(name, &available)),
-            );
-        }
-        t
-    };
-    let mut fields = Vec::new();
-    for (i, k) in settings.key.iter().enumerate() {
-        match field(r, &format!("key[{i}]"), "key", k) {
-            Some(t) => fields.push((k.clone(), t)),
-            None => ok = false,
-        }
-    }
-    for (i, k) in settings.identity.iter().enumerate() {
-        ok &= check_field(r, &format!("identity[{i}]"), "identity", k).is_some();
-    }
-    if settings.size_ms.is_some() {
-        fields.push(("window_start".to_owned(), FieldType::TimestampMs));
-        fields.push(("window_end".to_owned(), FieldType::TimestampMs));
-    }
-    let time_field = settings.time_field.clone();
-    for a in &mut settings.aggregates {
-        if a.func == "count" && a.output == "count" && available.field_type(&a.field).is_none() {
-            a.field = time_field.clone();
-        }
-    }
-    for (i, a) in settings.aggregates.iter().enumerate() {
-        let path = format!("aggregates[{i}]");
-        if input.schema.field_type(&a.field).is_none() && available.field_type(&a.field).is_some() {
-            ok = false;
-            r.error(
-                node.pos_of(&path),
-                format!("node \"{id}\": field \"aggregates\": \"{}\" is a field of the lookup; aggregates read the input's fields", a.field),
-                Some("a lookup's fields can be grouped by (`key:`), not aggregated".into()),
-            );
-            continue;
-        }
-        let Some(t) = field(r, &path, "aggregates", &a.field) else {
-            ok = false;
-            continue;
-        };
-        let out_type = match a.func.as_str() {
-            "count" | "count_distinct" => FieldType::I64,
-            _ if !t.is_numeric() => {
-                ok = false;
-                r.error(
-                    node.pos_of(&path),
-                    format!(
-                        "node \"{id}\": field \"aggregates\": {} needs an i64 or f64 field, but \"{}\" is {t}",
-                        a.func, a.field
-                    ),
-                    None,
-                );
-                continue;
-            }
-            "sum" | "min" | "max" => t,
-            _ => FieldType::F64,
-        };
-        fields.push((a.output.clone(), out_type));
-    }
-    fields.push((LAST_EVENT_COLUMN.to_owned(), FieldType::TimestampMs));
-    fields.push((DIFF_COLUMN.to_owned(), FieldType::I64));
-    for (i, (name, _)) in fields.iter().enumerate() {
-        if fields[..i].iter().any(|(n, _)| n == name) {
-            ok = false;
-            r.error(
-                node.pos,
-                format!("node \"{id}\": output column \"{name}\" appears twice"),
-                Some(format!(
-                    "\"window_start\", \"window_end\", \"{LAST_EVENT_COLUMN}\" and \"{DIFF_COLUMN}\" are added to every output; rename a key field with a map"
-                )),
-            );
-        }
-    }
-    let out_time = if settings.size_ms.is_some() {
-        "window_start"
-    } else {
-        LAST_EVENT_COLUMN
-    };
-    ok.then(|| {
-        (
-            settings,
-            StreamInfo {
-                schema: EventSchema::new(fields),
-                time_field: out_time.to_owned(),
-            },
-        )
-    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::kinds::WindowSettings;
 use crate::spec::parse_with;
 
 fn plan(text: &str) -> Result<Plan, Vec<String>> {
@@ -53,7 +54,7 @@ fn quickstart_schemas_placements_and_cut() {
          count: i64, min: f64, max: f64, mean: f64, stddev: f64, p95: f64, max_value: f64 }"
     );
     assert_eq!(per_sec.time_field.as_deref(), Some("window_start"));
-    let Operator::Window(w) = &per_sec.operator else {
+    let Some(w) = per_sec.settings_as::<WindowSettings>() else {
         panic!()
     };
     assert_eq!(w.time_field, "ts");

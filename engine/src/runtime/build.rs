@@ -1,22 +1,24 @@
-//! Turning one half of a plan into a timely dataflow: the one place that maps every node
-//! kind to the operator that runs it (a missing kind is a compile error here).
+//! Turning one half of a plan into a timely dataflow: wiring the cut streams and every node's
+//! inputs and outputs. What each node runs is its kind's builder, reached through
+//! [`build_node`].
 
 use std::collections::HashMap;
 
-use timely::dataflow::operators::Concatenate;
-use timely::dataflow::{Scope, Stream};
+use timely::dataflow::Scope;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::{Concatenate, Operator};
 use timely::worker::Worker;
 
-use super::batch::{Batch, EventTime};
+use super::batch::EventTime;
 use super::context::RunContext;
 use super::cut::{FrameIn, FrameOut, Producers};
-use super::{RunOptions, aggregate, cut, insight, kafka_nodes, sinks, sources, transforms, window};
+use super::node::{
+    BatchStream, BuildEnv, LATE_REASON, NodeOutputs, rows_as_dead_letters, watermark_probe,
+};
+use super::{RunOptions, cut};
 use crate::error::EngineError;
-use crate::plan::{CutTopic, Operator, Placement, Plan, PlanNode, Port, StreamRef};
+use crate::plan::{CutTopic, Placement, Plan, PlanNode, Port, StreamRef};
 use crate::sql::system::CUT_KIND;
-
-/// A stream of batches in event time.
-pub type BatchStream<'scope> = Stream<'scope, EventTime, Vec<Batch>>;
 
 /// Which half a dataflow runs, and as which edge.
 pub struct Half {
@@ -32,35 +34,6 @@ pub trait CutWiring: Sync {
     fn output(&self, topic: &CutTopic, edge_id: &str) -> Result<FrameOut, EngineError>;
     /// What worker `worker` of the cloud half reads for `topic`, and whom it waits for.
     fn input(&self, topic: &CutTopic, worker: usize) -> Result<(FrameIn, Producers), EngineError>;
-}
-
-/// What building one node produced.
-#[derive(Default)]
-pub struct NodeOutputs<'scope> {
-    /// The main output (none for sinks).
-    pub main: Option<BatchStream<'scope>>,
-    /// The late side output (windows only).
-    pub late: Option<BatchStream<'scope>>,
-    /// The control records (insights only), in `control_schema()`: what the control channel
-    /// publishes to the edge.
-    pub control: Option<BatchStream<'scope>>,
-}
-
-/// Everything a node builder may need besides its inputs.
-pub struct BuildEnv<'a> {
-    /// The plan being built.
-    pub plan: &'a Plan,
-    /// Run options.
-    pub options: &'a RunOptions,
-    /// Shared run state.
-    pub ctx: &'a RunContext,
-    /// This worker's index and the number of workers.
-    pub worker: usize,
-    /// Number of workers.
-    pub peers: usize,
-    /// The id this worker's edge half writes under (keys of `kafka` sink records).
-    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
-    pub edge_id: &'a str,
 }
 
 /// Builds the dataflow of `half` on this worker.
@@ -90,7 +63,7 @@ pub fn build_half(
                 let slot = ctx
                     .system
                     .watch_node(&topic.name, CUT_KIND, Placement::Cloud.name());
-                sinks::watermark_probe(stream.clone(), slot, &topic.name);
+                watermark_probe(stream.clone(), slot, &topic.name);
                 streams.insert(topic.stream.clone(), stream);
             }
         }
@@ -119,7 +92,7 @@ pub fn build_half(
                 let slot = ctx
                     .system
                     .watch_node(&node.id, node.kind, node.placement.name());
-                sinks::watermark_probe(stream, slot, &node.id);
+                watermark_probe(stream, slot, &node.id);
             }
             if let Some(main) = outputs.main {
                 streams.insert(
@@ -138,7 +111,7 @@ pub fn build_half(
                 if is_consumed(plan, &late_ref) {
                     streams.insert(late_ref, late);
                 } else {
-                    sinks::dead_letter_late(late, node, &env);
+                    dead_letter_late(late, node, &env);
                 }
             }
             if let Some(control) = outputs.control {
@@ -169,95 +142,38 @@ pub fn build_half(
     })
 }
 
+/// Late rows of a window whose `late` output no node reads: counted already, written to the
+/// dead-letter output so they are never silently lost.
+fn dead_letter_late(stream: BatchStream, node: &PlanNode, env: &BuildEnv) {
+    let metrics = env.metrics(node);
+    let ctx = env.ctx.clone();
+    let node_id = node.id.clone();
+    stream.sink(
+        Pipeline,
+        &format!("late[{}]", node.id),
+        move |(input, _frontier)| {
+            input.for_each(|_cap, data| {
+                for batch in data.drain(..) {
+                    ctx.dead_letter(
+                        &metrics,
+                        &rows_as_dead_letters(&node_id, &batch, LATE_REASON),
+                    );
+                }
+            });
+        },
+    );
+}
+
 fn is_consumed(plan: &Plan, stream: &StreamRef) -> bool {
     plan.nodes.iter().any(|n| n.inputs.contains(stream))
 }
 
-/// The node's inputs as one stream (concatenated when there are several).
-fn require_input<'scope>(
-    node: &PlanNode,
-    mut inputs: Vec<BatchStream<'scope>>,
-) -> Result<BatchStream<'scope>, EngineError> {
-    match inputs.len() {
-        0 => Err(EngineError::Internal(format!(
-            "node {} has no input",
-            node.id
-        ))),
-        1 => Ok(inputs.remove(0)),
-        _ => {
-            let scope = inputs[0].scope();
-            Ok(scope.concatenate(inputs))
-        }
-    }
-}
-
-/// The registry: one line per node kind.
+/// Builds one node: its kind's builder, chosen once per node through its settings.
 fn build_node<'scope>(
     scope: Scope<'scope, EventTime>,
     node: &PlanNode,
-    input: Vec<BatchStream<'scope>>,
+    inputs: Vec<BatchStream<'scope>>,
     env: &BuildEnv,
 ) -> Result<NodeOutputs<'scope>, EngineError> {
-    let main = |stream| {
-        Ok(NodeOutputs {
-            main: Some(stream),
-            late: None,
-            control: None,
-        })
-    };
-    match &node.operator {
-        Operator::Generator(settings) => main(sources::generator(scope, node, settings, env)?),
-        Operator::FileSource(settings) => main(sources::file(scope, node, settings, env)?),
-        Operator::KafkaSource(settings) => main(kafka_nodes::source(scope, node, settings, env)?),
-        Operator::KafkaSink(settings) => {
-            kafka_nodes::sink(require_input(node, input)?, node, settings, env)?;
-            Ok(NodeOutputs::default())
-        }
-        Operator::Filter { predicate } => main(transforms::filter(
-            require_input(node, input)?,
-            node,
-            predicate,
-            env,
-        )?),
-        Operator::Map { fields, drop } => main(transforms::map(
-            require_input(node, input)?,
-            node,
-            fields,
-            drop,
-            env,
-        )?),
-        Operator::Detect(settings) => main(transforms::detect(
-            require_input(node, input)?,
-            node,
-            settings,
-            env,
-        )?),
-        Operator::Infer(settings) => main(transforms::infer(
-            require_input(node, input)?,
-            node,
-            settings,
-            env,
-        )?),
-        Operator::Window(settings) => {
-            window::window(require_input(node, input)?, node, settings, env)
-        }
-        Operator::Aggregate(settings) => {
-            aggregate::aggregate(require_input(node, input)?, node, settings, env)
-        }
-        // Built by the aggregates that look it up, on their input's clock.
-        Operator::Reference(_) => Ok(NodeOutputs::default()),
-        Operator::Insight(settings) => insight::insight(input, node, settings, env),
-        Operator::Table { name, .. } => {
-            sinks::table(require_input(node, input)?, node, name, env)?;
-            Ok(NodeOutputs::default())
-        }
-        Operator::FileSink { .. } => {
-            sinks::file(require_input(node, input)?, node, env);
-            Ok(NodeOutputs::default())
-        }
-        Operator::Stdout { table_format } => {
-            sinks::stdout(require_input(node, input)?, node, *table_format, env);
-            Ok(NodeOutputs::default())
-        }
-    }
+    node.settings.build(scope, node, inputs, env)
 }

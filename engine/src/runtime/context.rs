@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::record_batch::RecordBatch;
 use edgeflow_connectors::file_sink::{DeadLetterWriter, FileSink};
-use edgeflow_connectors::file_source::{DeadLetter, FileFormat};
+use edgeflow_connectors::file_source::DeadLetter;
 
 use super::control::ControlChannel;
 use crate::error::EngineError;
 use crate::metrics::{Metrics, NodeMetrics};
-use crate::plan::{Operator, Plan, SinkFormat};
+use crate::plan::Plan;
 use crate::sql::{Catalog, SystemState};
 
 /// Shared state of one run; cheap to clone (everything is behind `Arc`s).
@@ -69,12 +69,7 @@ impl RunContext {
         })?;
         let mut file_sinks = BTreeMap::new();
         for node in &plan.nodes {
-            if let Operator::FileSink { path, format } = &node.operator {
-                let format = match format {
-                    SinkFormat::Csv => FileFormat::Csv,
-                    SinkFormat::JsonLines => FileFormat::JsonLines,
-                    SinkFormat::Parquet => FileFormat::Parquet,
-                };
+            if let Some((path, format)) = node.settings.output_file() {
                 let sink =
                     FileSink::create(path, format, node.schema.to_arrow()).map_err(|source| {
                         EngineError::Connector {

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Operator;
 
-use super::build::{BatchStream, BuildEnv};
+use super::node::{BatchStream, BuildEnv};
 use crate::error::EngineError;
 use crate::metrics::Metrics;
 use crate::plan::{ControlPlan, Plan, PlanNode};
@@ -1042,7 +1042,7 @@ pub fn publish(stream: BatchStream<'_>, node: &PlanNode, env: &BuildEnv) {
                             let reason = edgeflow_connectors::error::chain(&e);
                             ctx.dead_letter(
                                 &metrics,
-                                &super::sinks::rows_as_dead_letters(&node_id, &batch, &reason),
+                                &super::node::rows_as_dead_letters(&node_id, &batch, &reason),
                             );
                             continue;
                         }
@@ -1060,7 +1060,7 @@ pub fn publish(stream: BatchStream<'_>, node: &PlanNode, env: &BuildEnv) {
                         if let Ok(row) = records_to_batch(&[record]) {
                             ctx.dead_letter(
                                 &metrics,
-                                &super::sinks::rows_as_dead_letters(&node_id, &row, &refused),
+                                &super::node::rows_as_dead_letters(&node_id, &row, &refused),
                             );
                         }
                     }

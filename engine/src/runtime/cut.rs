@@ -31,7 +31,7 @@ use timely::dataflow::operators::Operator;
 use timely::dataflow::operators::generic::operator::source;
 
 use super::batch::{Batch, EventTime};
-use super::build::{BatchStream, BuildEnv};
+use super::node::{BatchStream, BuildEnv};
 use crate::error::EngineError;
 use crate::metrics::TopicMetrics;
 use crate::plan::CutTopic;

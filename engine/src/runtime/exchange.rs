@@ -10,7 +10,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Exchange, Operator};
 
 use super::batch::Batch;
-use super::build::{BatchStream, BuildEnv};
+use super::node::{BatchStream, BuildEnv};
 
 /// Seed of the key hash; fixed so every process of a cluster routes alike.
 const KEY_HASH_SEED: u64 = 0x00ed_9ef1_0000_0001;

@@ -5,21 +5,16 @@
 //! one process and meet through the embedded log, exactly where the Kafka transport will
 //! join separate edge and cloud processes.
 
-mod aggregate;
 pub mod batch;
+pub(crate) mod batch_operator;
 mod build;
-mod context;
+pub(crate) mod context;
 pub mod control;
 mod cut;
-mod exchange;
-mod insight;
-mod kafka_nodes;
+pub(crate) mod exchange;
+pub mod node;
 #[cfg(feature = "kafka")]
 pub mod remote;
-mod sinks;
-mod sources;
-mod transforms;
-mod window;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,8 +24,9 @@ use std::time::{Duration, Instant};
 use edgeflow_connectors::embedded_log::EmbeddedLog;
 
 use crate::error::EngineError;
+use crate::kinds::{Counted, KINDS};
 use crate::metrics::{Family, Metrics};
-use crate::plan::{CutTopic, Operator, Placement, Plan};
+use crate::plan::{CutTopic, Placement, Plan};
 use crate::sql::{Catalog, MaterializedTable};
 pub use context::RunContext;
 
@@ -100,9 +96,9 @@ pub struct RunReport {
 impl RunReport {
     fn read(metrics: &Metrics, elapsed: Duration) -> Self {
         RunReport {
-            source_events: metrics.total(Family::EventsOut, &SOURCE_KINDS),
-            windows: metrics.total(Family::EventsOut, &["window"]),
-            exceptions: metrics.total(Family::EventsOut, &["detect", "infer"]),
+            source_events: metrics.total(Family::EventsOut, &counted_kinds(Counted::SourceEvents)),
+            windows: metrics.total(Family::EventsOut, &counted_kinds(Counted::Windows)),
+            exceptions: metrics.total(Family::EventsOut, &counted_kinds(Counted::Exceptions)),
             late_events: metrics.total(Family::Late, &[]),
             dead_letters: metrics.total(Family::DeadLetters, &[]),
             cut_bytes: metrics.total(Family::CutBytes, &[]),
@@ -139,7 +135,14 @@ impl std::fmt::Display for RunReport {
     }
 }
 
-const SOURCE_KINDS: [&str; 2] = ["generator", "file"];
+/// The kinds whose output events count towards `counted`, from the registry.
+fn counted_kinds(counted: Counted) -> Vec<&'static str> {
+    KINDS
+        .iter()
+        .filter(|k| k.counted() == Some(counted))
+        .map(|k| k.name())
+        .collect()
+}
 
 fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
@@ -161,28 +164,22 @@ fn human_bytes(bytes: u64) -> String {
 pub fn catalog_for(plan: &Plan, writers: usize) -> Catalog {
     let mut catalog = Catalog::new();
     control::add_control_log(plan, &mut catalog);
-    let insights = insight::insight_count(&plan.nodes);
+    let insights = crate::kinds::insight_count(&plan.nodes);
     if insights > 0 {
         catalog.insert(Arc::new(MaterializedTable::new(
-            crate::plan::INCIDENTS_TABLE,
+            crate::kinds::INCIDENTS_TABLE,
             edgeflow_operators::insight::incident_schema().to_arrow(),
             insights * writers.max(1),
         )));
     }
     for node in &plan.nodes {
-        match &node.operator {
-            Operator::Table {
-                name,
-                changelog: false,
-            } => catalog.insert(Arc::new(MaterializedTable::new(
+        match node.settings.table() {
+            Some((name, false)) => catalog.insert(Arc::new(MaterializedTable::new(
                 name,
                 node.schema.to_arrow(),
                 writers,
             ))),
-            Operator::Table {
-                name,
-                changelog: true,
-            } => {
+            Some((name, true)) => {
                 // The table's columns are the changelog's but its `diff`.
                 let mut fields = node.schema.fields().to_vec();
                 fields.pop();
@@ -193,7 +190,7 @@ pub fn catalog_for(plan: &Plan, writers: usize) -> Catalog {
                     writers,
                 )))
             }
-            _ => {}
+            None => {}
         }
     }
     catalog

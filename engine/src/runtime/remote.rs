@@ -27,8 +27,9 @@ use super::control::{MessageSink, MessageSource};
 use super::cut::{FrameIn, FrameOut, Producers};
 use super::{RunContext, RunOptions, RunReport, drive};
 use crate::error::EngineError;
+use crate::kinds::Counted;
 use crate::metrics::LinkMetrics;
-use crate::plan::{CutTopic, Operator, Placement, Plan};
+use crate::plan::{CutTopic, Placement, Plan};
 
 /// How an edge or cloud process reaches the broker.
 #[derive(Debug, Clone)]
@@ -193,7 +194,7 @@ impl CutWiring for EdgeWiring {
         let keep = self
             .plan
             .node(&topic.stream.node)
-            .is_some_and(|n| matches!(n.operator, Operator::Detect(_) | Operator::Infer(_)));
+            .is_some_and(|n| n.settings.kind().counted() == Some(Counted::Exceptions));
         Ok(FrameOut::Spool {
             spool: self.spool.clone(),
             keep,

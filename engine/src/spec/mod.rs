@@ -2,26 +2,26 @@
 //! problem as a `file:line:column` [`Diagnostic`].
 //!
 //! Three stages (STYLE.md): [`yaml`] gives a tree whose nodes keep their positions; this module
-//! and [`kinds`] turn it into a [`PipelineSpec`] with typed, unit-resolved settings; the
-//! [`plan`](crate::plan) checks the graph, schemas and expressions.
+//! and [`settings`] (with each kind's reader in [`crate::kinds`]) turn it into a
+//! [`PipelineSpec`] with typed, unit-resolved settings; the [`plan`](crate::plan) checks the
+//! graph, schemas and expressions.
 
-pub mod kinds;
+pub mod node;
+pub mod settings;
 pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use edgeflow_operators::schema::{EventSchema, FieldType};
 
-pub use kinds::{
-    AggregateSetting, CompressMode, Compression, DetectMethod, DetectSettings, FileFormatName,
-    FileSourceSettings, GeneratorSettings, InferSettings, KafkaFormat, KafkaSinkSettings,
-    KafkaSourceSettings, Operator, SinkFormat, WindowSettings,
-};
-pub use kinds::{AggregateViewSettings, ReferenceSettings, ReferenceSource};
-pub use kinds::{ControlRule, InsightRule, InsightSettings, RuleCondition};
-pub use kinds::{load_model, parse_duration_ms};
+use crate::kinds::NodeSettings;
+
+pub use node::{CompressMode, Compression};
+pub use settings::AggregateCall;
+pub use settings::{load_model, parse_duration_ms};
 pub use yaml::Pos;
 
 /// Whether `id` can name an edge: 1-64 ASCII letters, digits, `-`, `_` and `.` (it becomes a
@@ -232,15 +232,20 @@ pub struct NodeSpec {
     pub description: Option<String>,
     /// How its output crosses the edge -> cloud cut.
     pub compress: Compression,
-    /// The typed settings. For a window without `time_field`, `time_field` is empty and the
-    /// planner fills in the input's time field.
-    pub operator: Operator,
+    /// The typed settings of its kind. For a window without `time_field`, `time_field` is
+    /// empty and the planner fills in the input's time field.
+    pub settings: Arc<dyn NodeSettings>,
     /// Positions of settings' values by path (`"where"`, `"fields.alarm"`, `"key[1]"`,
     /// `"aggregates[2]"`, `"placement"`, `"inputs"`), for the planner's messages.
     pub positions: BTreeMap<String, Pos>,
 }
 
 impl NodeSpec {
+    /// Its settings as `T`, when they are of that type.
+    pub fn settings_as<T: 'static>(&self) -> Option<&T> {
+        self.settings.as_any().downcast_ref()
+    }
+
     /// The position of the setting at `path`, or of the node id.
     pub fn pos_of(&self, path: &str) -> Pos {
         self.positions.get(path).copied().unwrap_or(self.pos)
@@ -365,7 +370,7 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
             },
             "description" => description = scalar_text(r, value, "description"),
             "schema" => schemas = build_schemas(r, value),
-            "transport" => transport = kinds::build_transport(r, value),
+            "transport" => transport = node::build_transport(r, value),
             "control" => control = build_control(r, value),
             "nodes" => nodes_node = Some(value),
             other => unknown_key(
@@ -393,13 +398,13 @@ fn build(r: &mut Reporter, file: &str, dir: &Path, root: &Node) -> Option<Pipeli
         ),
         Some(n) => match &n.value {
             Value::Map(items) if !items.is_empty() => {
-                let ctx = kinds::Context {
+                let ctx = settings::Context {
                     dir,
                     schemas: &schemas,
                 };
                 for (key, value) in items {
                     let before = r.len();
-                    match kinds::build_node(r, &ctx, key, value) {
+                    match node::build_node(r, &ctx, key, value) {
                         Ok(node) if r.len() == before => nodes.push(node),
                         Ok(node) => {
                             broken.insert(key.name.clone(), node.inputs);
@@ -498,8 +503,8 @@ fn build_control(r: &mut Reporter, value: &Node) -> Vec<(String, Pos)> {
 fn check_table_names(r: &mut Reporter, nodes: &[NodeSpec]) {
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for n in nodes {
-        if let Operator::Table { name, .. } = &n.operator {
-            if let Some(first) = seen.get(name.as_str()) {
+        if let Some((name, _)) = n.settings.table() {
+            if let Some(first) = seen.get(name) {
                 r.error(
                     n.pos_of("name"),
                     format!(

@@ -2,8 +2,13 @@
 
 use std::path::Path;
 
-use super::kinds::{parse_duration_ms, parse_rate};
+use super::settings::{parse_duration_ms, parse_rate};
 use super::*;
+use crate::kinds::{
+    DetectMethod, DetectSettings, FileFormatName, FileSinkSettings, FileSourceSettings,
+    GeneratorSettings, InferSettings, KafkaFormat, KafkaSinkSettings, KafkaSourceSettings,
+    SinkFormat, WindowSettings,
+};
 
 fn env(name: &str) -> Option<String> {
     match name {
@@ -62,7 +67,7 @@ fn rates_are_per_second() {
 fn generator_defaults_and_env_interpolation() {
     let spec = parse("pipeline: t\nnodes:\n  g: { kind: generator, devices: \"${DEVICES}\", sites: \"${SITES:-3}\" }\n")
         .unwrap();
-    let Operator::Generator(g) = &node(&spec, "g").operator else {
+    let Some(g) = node(&spec, "g").settings_as::<GeneratorSettings>() else {
         panic!()
     };
     assert_eq!((g.devices, g.sites, g.seed), (42, 3, 1));
@@ -86,10 +91,10 @@ fn unset_variable_is_an_error_at_its_value() {
 #[test]
 fn generator_start_accepts_rfc3339_and_millis() {
     let spec = parse("pipeline: t\nnodes:\n  a: { kind: generator, start: 2026-01-02T00:00:01Z }\n  b: { kind: generator, start: 5 }\n").unwrap();
-    let Operator::Generator(a) = &node(&spec, "a").operator else {
+    let Some(a) = node(&spec, "a").settings_as::<GeneratorSettings>() else {
         panic!()
     };
-    let Operator::Generator(b) = &node(&spec, "b").operator else {
+    let Some(b) = node(&spec, "b").settings_as::<GeneratorSettings>() else {
         panic!()
     };
     assert_eq!(a.start_ms, Some(1_767_225_600_000 + 86_400_000 + 1_000));
@@ -190,7 +195,7 @@ fn window_slide_must_divide_size() {
         "kind: window, inputs: [src], size: 1m, slide: 10s, aggregates: [count, \"max(value)\"]",
     ))
     .unwrap();
-    let Operator::Window(w) = &node(&spec, "n").operator else {
+    let Some(w) = node(&spec, "n").settings_as::<WindowSettings>() else {
         panic!()
     };
     assert_eq!((w.size_ms, w.slide_ms), (60_000, 10_000));
@@ -225,7 +230,7 @@ fn detect_method_settings() {
         "kind: detect, inputs: [src], method: threshold, max: 10",
     ))
     .unwrap();
-    let Operator::Detect(d) = &node(&spec, "n").operator else {
+    let Some(d) = node(&spec, "n").settings_as::<DetectSettings>() else {
         panic!()
     };
     assert_eq!(
@@ -239,7 +244,7 @@ fn detect_method_settings() {
         "kind: detect, inputs: [src], method: zscore, emit: all",
     ))
     .unwrap();
-    let Operator::Detect(d) = &node(&spec, "n").operator else {
+    let Some(d) = node(&spec, "n").settings_as::<DetectSettings>() else {
         panic!()
     };
     assert_eq!(
@@ -270,7 +275,7 @@ fn detect_method_settings() {
 fn kafka_source_and_sink() {
     let text = "pipeline: t\nnodes:\n  k: { kind: kafka, topic: plant.readings, format: csv, schema: { ts: timestamp_ms, device: string, v: f64 }, disorder: 2s }\n  o: { kind: kafka, inputs: [k], topic: out, key: device }\n";
     let spec = parse(text).unwrap();
-    let Operator::KafkaSource(k) = &node(&spec, "k").operator else {
+    let Some(k) = node(&spec, "k").settings_as::<KafkaSourceSettings>() else {
         panic!()
     };
     assert_eq!(
@@ -282,7 +287,7 @@ fn kafka_source_and_sink() {
         ),
         ("plant.readings", KafkaFormat::Csv, 2000, None)
     );
-    let Operator::KafkaSink(o) = &node(&spec, "o").operator else {
+    let Some(o) = node(&spec, "o").settings_as::<KafkaSinkSettings>() else {
         panic!()
     };
     assert_eq!(
@@ -312,7 +317,7 @@ fn kafka_source_and_sink() {
 fn file_source_and_sink() {
     let text = "pipeline: t\nnodes:\n  f: { kind: file, path: data/in.csv, schema: { ts: timestamp_ms, v: f64 }, header: false }\n  o: { kind: file, inputs: [f], path: out/x.parquet }\n";
     let spec = parse_with("dir/p.yaml", text, Path::new("dir"), &env).unwrap();
-    let Operator::FileSource(f) = &node(&spec, "f").operator else {
+    let Some(f) = node(&spec, "f").settings_as::<FileSourceSettings>() else {
         panic!()
     };
     assert_eq!(f.path, Path::new("dir/data/in.csv"));
@@ -320,7 +325,9 @@ fn file_source_and_sink() {
         (f.format, f.header, f.time_field.as_str()),
         (FileFormatName::Csv, false, "ts")
     );
-    let Operator::FileSink { path, format } = &node(&spec, "o").operator else {
+    let Some(FileSinkSettings { path, format }) =
+        node(&spec, "o").settings_as::<FileSinkSettings>()
+    else {
         panic!()
     };
     assert_eq!(
@@ -392,7 +399,7 @@ fn infer_settings_and_model_errors() {
         "kind: infer, inputs: [src], model: models/sensors.bpk, threshold: 2.5, emit: all",
     ))
     .unwrap();
-    let Operator::Infer(i) = &node(&spec, "n").operator else {
+    let Some(i) = node(&spec, "n").settings_as::<InferSettings>() else {
         panic!()
     };
     assert_eq!(i.model, dir.join("models/sensors.bpk"));
@@ -451,5 +458,5 @@ fn a_table_may_not_take_a_system_table_name() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].starts_with("p.yaml:4:"), "{e:?}");
     assert!(e[0].contains("system table"), "{e:?}");
-    assert!(crate::sql::system::SYSTEM_TABLES == super::kinds::SYSTEM_TABLE_NAMES);
+    assert!(crate::sql::system::SYSTEM_TABLES == crate::kinds::SYSTEM_TABLE_NAMES);
 }

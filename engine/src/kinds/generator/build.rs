@@ -1,5 +1,5 @@
-//! Source operators: the synthetic sensor generator and files. Each holds its capability at
-//! its low watermark, so the frontier it gives timely *is* the watermark.
+//! Building a `generator`: this worker's share of the synthetic fleet, as a timely source
+//! holding its capability at the generator's watermark.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -7,28 +7,20 @@ use std::time::{Duration, Instant};
 use arrow::array::{BooleanArray, StringArray};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::record_batch::RecordBatch;
-use edgeflow_operators::control::{ControlAction, Sampler};
-
-use edgeflow_connectors::file_source::{FileFormat, FileSource, FileSourceOptions};
 use edgeflow_connectors::generator::{AnomalyShape, Generator, GeneratorOptions};
+use edgeflow_operators::control::{ControlAction, Sampler};
 use timely::dataflow::Scope;
 use timely::dataflow::operators::generic::operator::source;
 
-use super::batch::{Batch, EventTime};
-use super::build::{BatchStream, BuildEnv};
-use super::control::{ControlPort, Controllable, event_times, process_controlled};
+use super::GeneratorSettings;
 use crate::error::EngineError;
-use crate::plan::{FileFormatName, FileSourceSettings, GeneratorSettings, PlanNode};
+use crate::plan::PlanNode;
+use crate::runtime::batch::{Batch, EventTime};
+use crate::runtime::control::{ControlPort, Controllable, event_times, process_controlled};
+use crate::runtime::node::{BATCHES_PER_ACTIVATION, BatchStream, BuildEnv, operator_name};
 
-/// Batches a source emits per activation before yielding to other operators.
-const BATCHES_PER_ACTIVATION: usize = 4;
 /// In real-time mode, how much event time one batch covers at most.
 const REALTIME_TICK: Duration = Duration::from_millis(50);
-
-/// Node name as timely and the metrics see it: `kind[id]`.
-pub fn operator_name(node: &PlanNode) -> String {
-    format!("{}[{}]", node.kind, node.id)
-}
 
 /// Event time of the first reading when the pipeline does not say: 2026-01-01T00:00:00Z.
 const DEFAULT_START_MS: i64 = 1_767_225_600_000;
@@ -101,10 +93,7 @@ pub fn generator<'scope>(
     } else {
         env.options.batch_rows
     };
-    let metrics = env
-        .ctx
-        .metrics
-        .node(&node.id, node.kind, node.placement.name());
+    let metrics = env.metrics(node);
     let ctx = env.ctx.clone();
     let mut control = env
         .ctx
@@ -232,105 +221,4 @@ impl Controllable for Sampler {
         self.set_every(*every).map_err(|e| e.to_string())?;
         Ok(format!("keeping 1 reading in {every}"))
     }
-}
-
-/// The `file` kind as a source: CSV or JSON lines, read by worker 0; bad lines go to the
-/// dead-letter output.
-pub fn file<'scope>(
-    scope: Scope<'scope, EventTime>,
-    node: &PlanNode,
-    settings: &FileSourceSettings,
-    env: &BuildEnv,
-) -> Result<BatchStream<'scope>, EngineError> {
-    let mut reader = if env.worker == 0 {
-        let options = FileSourceOptions {
-            path: settings.path.clone(),
-            format: match settings.format {
-                FileFormatName::Csv => FileFormat::Csv,
-                FileFormatName::JsonLines => FileFormat::JsonLines,
-            },
-            schema: node.schema.clone(),
-            has_header: settings.header,
-            batch_rows: env.options.batch_rows,
-        };
-        Some(
-            FileSource::open(&node.id, options).map_err(|source| EngineError::Connector {
-                node: node.id.clone(),
-                source,
-            })?,
-        )
-    } else {
-        None
-    };
-    let time_field = node.time_field.clone().ok_or_else(|| {
-        EngineError::Internal(format!("file source {} has no time field", node.id))
-    })?;
-    let disorder = settings.disorder_ms;
-    let metrics = env
-        .ctx
-        .metrics
-        .node(&node.id, node.kind, node.placement.name());
-    let ctx = env.ctx.clone();
-    let node_id = node.id.clone();
-    Ok(source(
-        scope,
-        &operator_name(node),
-        move |capability, info| {
-            let activator = scope.activator_for(info.address);
-            let mut capability = if reader.is_some() {
-                Some(capability)
-            } else {
-                None
-            };
-            let mut max_ts = EventTime::MIN;
-            move |output| {
-                let (Some(cap), Some(source)) = (capability.as_mut(), reader.as_mut()) else {
-                    return;
-                };
-                if ctx.stopping() {
-                    capability = None;
-                    return;
-                }
-                for _ in 0..BATCHES_PER_ACTIVATION {
-                    match source.next_batch() {
-                        Ok(Some((batch, dead))) => {
-                            ctx.dead_letter(&metrics, &dead);
-                            if batch.num_rows() == 0 {
-                                continue;
-                            }
-                            if let Some(ts) = max_timestamp(&batch, &time_field) {
-                                max_ts = max_ts.max(ts);
-                            }
-                            metrics.events_out.inc_by(batch.num_rows() as u64);
-                            output.session(&*cap).give(Batch(batch));
-                            let watermark = max_ts.saturating_sub(disorder);
-                            if watermark > *cap.time() {
-                                cap.downgrade(&watermark);
-                            }
-                        }
-                        Ok(None) => {
-                            capability = None;
-                            return;
-                        }
-                        Err(e) => {
-                            metrics.errors.inc();
-                            ctx.fail(format!("node \"{node_id}\": {e}"));
-                            capability = None;
-                            return;
-                        }
-                    }
-                }
-                activator.activate();
-            }
-        },
-    ))
-}
-
-/// The highest value of the `timestamp_ms` column `field` of `batch`.
-pub(super) fn max_timestamp(batch: &arrow::record_batch::RecordBatch, field: &str) -> Option<i64> {
-    let column = batch.column_by_name(field)?;
-    let ts = column
-        .as_any()
-        .downcast_ref::<arrow::array::TimestampMillisecondArray>()?;
-    arrow::compute::max(ts)
 }

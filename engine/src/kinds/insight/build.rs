@@ -29,17 +29,17 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concatenate, Exchange, Operator};
 
-use super::batch::{Batch, EventTime};
-use super::build::{BatchStream, BuildEnv, NodeOutputs};
-use super::context::RunContext;
-use super::exchange::exchange_by_key;
-use super::sinks::rows_as_dead_letters;
-use super::sources::operator_name;
+use super::{INCIDENTS_TABLE, InsightSettings, RuleCondition, words_of};
 use crate::error::EngineError;
 use crate::metrics::NodeMetrics;
-use crate::plan::{INCIDENTS_TABLE, Operator as PlanOperator, PlanNode, words_of};
-use crate::spec::{InsightSettings, RuleCondition};
-use crate::sql::{MaterializedTable, QueryEngine};
+use crate::plan::PlanNode;
+use crate::runtime::batch::{Batch, EventTime};
+use crate::runtime::context::RunContext;
+use crate::runtime::exchange::exchange_by_key;
+use crate::runtime::node::{
+    BatchStream, BuildEnv, NodeOutputs, operator_name, rows_as_dead_letters,
+};
+use crate::sql::{Catalog, MaterializedTable, QueryEngine, QueryResult};
 
 /// A stream of incidents, each at its event time.
 type IncidentStream<'scope> = Stream<'scope, EventTime, Vec<Incident>>;
@@ -64,10 +64,7 @@ pub fn insight<'scope>(
         .cloned()
         .ok_or_else(|| internal("no input".into()))?;
     let scope = first.scope();
-    let metrics = env
-        .ctx
-        .metrics
-        .node(&node.id, node.kind, node.placement.name());
+    let metrics = env.metrics(node);
     let mut streams = Vec::new();
     for rule in &settings.rules {
         let input = || -> Result<BatchStream<'scope>, EngineError> {
@@ -253,10 +250,7 @@ fn keyed_rule<'scope, S: RuleState>(
     env: &BuildEnv,
 ) -> IncidentStream<'scope> {
     let keyed = exchange_by_key(stream, key, name, env);
-    let metrics = env
-        .ctx
-        .metrics
-        .node(&node.id, node.kind, node.placement.name());
+    let metrics = env.metrics(node);
     let ctx = env.ctx.clone();
     let node_id = node.id.clone();
     let mut builder = OperatorBuilder::new(name.to_owned(), keyed.scope());
@@ -350,10 +344,94 @@ fn tables_named(query: &str, engine: &QueryEngine) -> Vec<Arc<MaterializedTable>
         .collect()
 }
 
+/// Runs one SQL rule's queries on a thread of its own, so that worker 0 keeps stepping its
+/// dataflows while a query runs; the rule's operator sends the tables as they are when the
+/// query is due (see [`frozen`]) and picks the result up on a later activation, so the result
+/// is the one a query run on the worker at that moment would give. Dropping it ends the
+/// thread and joins it.
+struct QueryThread {
+    requests: Option<std::sync::mpsc::Sender<Arc<Catalog>>>,
+    results: std::sync::mpsc::Receiver<Result<QueryResult, String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl QueryThread {
+    /// A thread running `query` once per request, over the tables requested.
+    fn start(query: String, rule: &str) -> Result<Self, String> {
+        let (requests, requested) = std::sync::mpsc::channel::<Arc<Catalog>>();
+        let (answers, results) = std::sync::mpsc::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| format!("cannot start a query runtime: {e}"))?;
+        let thread = std::thread::Builder::new()
+            .name(format!("sql-rule-{rule}"))
+            .spawn(move || {
+                while let Ok(tables) = requested.recv() {
+                    let result = runtime
+                        .block_on(QueryEngine::new(tables).query(&query))
+                        .map_err(|e| e.to_string());
+                    if answers.send(result).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start a query thread: {e}"))?;
+        Ok(QueryThread {
+            requests: Some(requests),
+            results,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for one run of the query over `tables`.
+    fn request(&self, tables: Arc<Catalog>) -> Result<(), String> {
+        self.requests
+            .as_ref()
+            .and_then(|r| r.send(tables).ok())
+            .ok_or_else(|| "the query thread has stopped".to_owned())
+    }
+
+    /// The result of the run requested, if it is done.
+    fn poll(&self) -> Option<Result<QueryResult, String>> {
+        match self.results.try_recv() {
+            Ok(result) => Some(result),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Some(Err("the query thread has stopped".to_owned()))
+            }
+        }
+    }
+}
+
+impl Drop for QueryThread {
+    fn drop(&mut self) {
+        // Closing the request channel ends the thread's loop.
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The tables of `catalog` as they are now: each one's visible rows, complete.
+fn frozen(catalog: &Catalog) -> Catalog {
+    let mut out = Catalog::new();
+    for table in catalog.tables() {
+        let copy = MaterializedTable::new(table.name(), table.schema(), 1);
+        for batch in table.snapshot().batches {
+            copy.append(EventTime::MIN, batch);
+        }
+        copy.advance(0, EventTime::MAX);
+        out.insert(Arc::new(copy));
+    }
+    out
+}
+
 /// A SQL rule: on worker 0, each time the watermark of the insight's inputs passes a multiple
 /// of `every` (the tick), and once the tables the query names are complete up to the tick,
-/// runs the query; rows (by key) not returned by the previous run are incidents, at the tick.
-/// At the end of the input it runs once more over the complete tables.
+/// runs the query (on its own thread, see [`QueryThread`]); rows (by key) not returned by the
+/// previous run are incidents, at the tick. At the end of the input it runs once more over
+/// the complete tables.
 fn sql_rule<'scope>(
     clock: BatchStream<'scope>,
     rule: SqlRule,
@@ -369,10 +447,7 @@ fn sql_rule<'scope>(
     } = rule;
     let engine = QueryEngine::new(env.ctx.catalog.clone());
     let waits_for = tables_named(&query, &engine);
-    let metrics = env
-        .ctx
-        .metrics
-        .node(&node.id, node.kind, node.placement.name());
+    let metrics = env.metrics(node);
     let active = env.worker == 0;
     let scope = clock.scope();
     clock.unary_frontier::<CapacityContainerBuilder<Vec<Incident>>, _, _, _>(
@@ -383,42 +458,62 @@ fn sql_rule<'scope>(
             let mut held = active.then_some(cap);
             let mut next_tick: Option<EventTime> = None;
             let mut previous: BTreeSet<String> = BTreeSet::new();
-            let runtime = active.then(|| tokio::runtime::Builder::new_current_thread().build());
+            let queries = active.then(|| QueryThread::start(query, &info.name));
+            // The tick and end flag of the query running, and when it was asked for.
+            let mut running: Option<(EventTime, bool, Instant)> = None;
             move |(input, frontier), output| {
                 input.for_each(|_cap, data| data.clear());
                 let Some(cap) = held.as_mut() else { return };
-                let watermark = frontier
-                    .frontier()
-                    .first()
-                    .copied()
-                    .unwrap_or(EventTime::MAX);
-                if watermark == EventTime::MIN {
-                    return;
-                }
-                let next = *next_tick.get_or_insert_with(|| first_tick(watermark, every));
-                let done = watermark == EventTime::MAX;
-                if !done && watermark <= next {
-                    return;
-                }
-                let tick = if done {
-                    next
-                } else {
-                    (watermark - 1).div_euclid(every) * every
-                };
-                let needed = if done { EventTime::MAX } else { tick + 1 };
-                if waits_for.iter().any(|t| t.snapshot().frontier < needed) {
-                    if tick > *cap.time() {
-                        cap.downgrade(&tick);
+                if running.is_none() {
+                    let watermark = frontier
+                        .frontier()
+                        .first()
+                        .copied()
+                        .unwrap_or(EventTime::MAX);
+                    if watermark == EventTime::MIN {
+                        return;
                     }
-                    activator.activate_after(SQL_RETRY);
-                    return;
+                    let next = *next_tick.get_or_insert_with(|| first_tick(watermark, every));
+                    let done = watermark == EventTime::MAX;
+                    if !done && watermark <= next {
+                        return;
+                    }
+                    let tick = if done {
+                        next
+                    } else {
+                        (watermark - 1).div_euclid(every) * every
+                    };
+                    let needed = if done { EventTime::MAX } else { tick + 1 };
+                    if waits_for.iter().any(|t| t.snapshot().frontier < needed) {
+                        if tick > *cap.time() {
+                            cap.downgrade(&tick);
+                        }
+                        activator.activate_after(SQL_RETRY);
+                        return;
+                    }
+                    running = Some((tick, done, Instant::now()));
+                    if let Some(Ok(thread)) = &queries
+                        && thread.request(Arc::new(frozen(engine.catalog()))).is_ok()
+                    {
+                        activator.activate_after(SQL_RETRY);
+                        return;
+                    }
                 }
-                let started = Instant::now();
-                let result = match &runtime {
-                    Some(Ok(rt)) => rt.block_on(engine.query(&query)).map_err(|e| e.to_string()),
-                    Some(Err(e)) => Err(format!("cannot start a query runtime: {e}")),
+                let Some((tick, done, started)) = running else {
+                    return;
+                };
+                let result = match &queries {
+                    Some(Ok(thread)) => match thread.poll() {
+                        Some(result) => result,
+                        None => {
+                            activator.activate_after(SQL_RETRY);
+                            return;
+                        }
+                    },
+                    Some(Err(e)) => Err(e.clone()),
                     None => Err("a sql rule runs on worker 0 only".to_owned()),
                 };
+                running = None;
                 metrics
                     .batch_seconds
                     .observe(started.elapsed().as_secs_f64());
@@ -625,7 +720,7 @@ fn sequence<'scope>(
 pub fn insight_count(nodes: &[PlanNode]) -> usize {
     nodes
         .iter()
-        .filter(|n| matches!(n.operator, PlanOperator::Insight(_)))
+        .filter(|n| n.settings_as::<InsightSettings>().is_some())
         .count()
 }
 
@@ -635,7 +730,7 @@ fn incident_writer(env: &BuildEnv, id: &str) -> usize {
         .plan
         .nodes
         .iter()
-        .filter(|n| matches!(n.operator, PlanOperator::Insight(_)))
+        .filter(|n| n.settings_as::<InsightSettings>().is_some())
         .position(|n| n.id == id)
         .unwrap_or(0);
     ordinal * env.peers + env.worker

@@ -1,4 +1,4 @@
-//! Reading the `insight` kind: its `rules:` (correlated, drift, silence, sql) and the
+//! The settings of the `insight` kind and their reader: its `rules:` (correlated, drift, silence, sql) and the
 //! `control:` actions sent to edge nodes when a rule fires. Names of inputs, fields and
 //! control targets are checked by the planner, which knows the graph and the schemas.
 
@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use edgeflow_operators::control::{ControlAction, ModelSource};
 use edgeflow_operators::insight::{RuleKind, Severity};
 
-use super::super::yaml::{Node, Pos, Value};
-use super::{Context, Operator, Settings, load_model};
-use crate::spec::{Port, StreamRef, did_you_mean, is_name, resolve, unknown_key};
+use crate::spec::settings::{Context, Settings};
+use crate::spec::yaml::{Node, Pos, Value};
+use crate::spec::{Port, StreamRef, did_you_mean, is_name, load_model, resolve, unknown_key};
 
 /// Settings of an `insight` node.
 #[derive(Clone, Debug, PartialEq)]
@@ -132,7 +132,7 @@ const CONTROL_KEYS: &[&str] = &[
 
 impl<'a> Settings<'a, '_> {
     /// Reads `rules:` and `control:`.
-    pub(super) fn insight(&mut self, ctx: &Context<'_>) -> Option<Operator> {
+    pub(super) fn insight(&mut self, ctx: &Context<'_>) -> Option<InsightSettings> {
         let rules = match self.get("rules") {
             None => {
                 self.missing(
@@ -147,7 +147,7 @@ impl<'a> Settings<'a, '_> {
             None => Vec::new(),
             Some(node) => self.control(ctx, node, &rules),
         };
-        Some(Operator::Insight(InsightSettings { rules, control }))
+        Some(InsightSettings { rules, control })
     }
 
     /// Runs `read` over the map `node` written at path `path` (`rules[0]`), which may only
@@ -178,6 +178,7 @@ impl<'a> Settings<'a, '_> {
             known,
             prefix: format!("{}{path}.", self.prefix),
             here: Some(node.pos),
+            stray: std::collections::BTreeSet::new(),
         };
         for (k, _) in entries {
             if !known.contains(&k.name.as_str()) {

@@ -12,10 +12,9 @@ use edgeflow_operators::control::{ControlAction, control_schema};
 use edgeflow_operators::insight::incident_schema;
 use edgeflow_operators::schema::{EventSchema, FieldType};
 
-use super::{Operator, Placement, PlanNode, StreamInfo, field_hint, supported_actions};
-use crate::spec::{
-    InsightSettings, NodeSpec, Pos, Reporter, RuleCondition, StreamRef, did_you_mean,
-};
+use super::{InsightSettings, RuleCondition};
+use crate::plan::{Placement, PlanNode, StreamInfo, field_hint};
+use crate::spec::{NodeSpec, Pos, Reporter, StreamRef, did_you_mean};
 
 /// The SQL table every insight's incidents land in.
 pub const INCIDENTS_TABLE: &str = "incidents";
@@ -45,7 +44,7 @@ pub(super) fn type_insight(
     inputs: &[(StreamRef, Pos, usize)],
     streams: &HashMap<StreamRef, StreamInfo>,
     changelogs: &HashSet<StreamRef>,
-) -> Option<Operator> {
+) -> Option<InsightSettings> {
     let id = &node.id;
     // A Cell so the field checker and the arms can both clear it.
     let ok = Cell::new(true);
@@ -187,7 +186,7 @@ pub(super) fn type_insight(
             RuleCondition::Sql { .. } => {}
         }
     }
-    ok.get().then_some(Operator::Insight(settings))
+    ok.get().then_some(settings)
 }
 
 fn default_key(schema: &EventSchema, candidates: &[&str]) -> Vec<String> {
@@ -243,18 +242,21 @@ fn downstream_of<'a>(node: &'a str, nodes: &'a [PlanNode]) -> HashSet<&'a str> {
 pub(super) fn check_insights(r: &mut Reporter, specs: &[NodeSpec], nodes: &[PlanNode]) {
     let mut tables: Vec<(String, EventSchema)> = nodes
         .iter()
-        .filter_map(|n| match &n.operator {
-            Operator::Table { name, .. } => Some((name.clone(), n.schema.clone())),
-            _ => None,
+        .filter_map(|n| {
+            n.settings
+                .table()
+                .map(|(name, _)| (name.to_owned(), n.schema.clone()))
         })
         .collect();
     let has_insight = nodes
         .iter()
-        .any(|n| matches!(n.operator, Operator::Insight(_)));
+        .any(|n| n.settings_as::<InsightSettings>().is_some());
     if has_insight {
-        if let Some(clash) = nodes.iter().find(
-            |n| matches!(&n.operator, Operator::Table { name, .. } if name == INCIDENTS_TABLE),
-        ) {
+        if let Some(clash) = nodes.iter().find(|n| {
+            n.settings
+                .table()
+                .is_some_and(|(name, _)| name == INCIDENTS_TABLE)
+        }) {
             let spec = specs.iter().find(|s| s.id == clash.id);
             r.error(
                 spec.map_or(Pos::default(), |s| s.pos_of("name")),
@@ -268,7 +270,7 @@ pub(super) fn check_insights(r: &mut Reporter, specs: &[NodeSpec], nodes: &[Plan
         tables.push((INCIDENTS_TABLE.to_owned(), incident_schema()));
     }
     for node in nodes {
-        let Operator::Insight(settings) = &node.operator else {
+        let Some(settings) = node.settings_as::<InsightSettings>() else {
             continue;
         };
         let Some(spec) = specs.iter().find(|s| s.id == node.id) else {
@@ -286,7 +288,9 @@ pub(super) fn check_insights(r: &mut Reporter, specs: &[NodeSpec], nodes: &[Plan
             let downstream = downstream_of(&node.id, nodes);
             let words = words_of(query);
             if let Some(fed) = nodes.iter().find(|n| {
-                matches!(&n.operator, Operator::Table { name, .. } if words.contains(&name.to_ascii_lowercase()))
+                n.settings
+                    .table()
+                    .is_some_and(|(name, _)| words.contains(&name.to_ascii_lowercase()))
                     && downstream.contains(n.id.as_str())
             }) {
                 r.error(
@@ -365,14 +369,14 @@ fn check_target(
         .ok()
         .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(str::to_owned))
         .unwrap_or_default();
-    let actions = supported_actions(&node.operator);
+    let actions = node.settings.control_actions();
     let supported = actions.contains(&action_name.as_str());
     if !supported {
         let takers: Vec<&str> = nodes
             .iter()
             .filter(|n| {
                 n.placement == Placement::Edge
-                    && supported_actions(&n.operator).contains(&action_name.as_str())
+                    && n.settings.control_actions().contains(&action_name.as_str())
             })
             .map(|n| n.id.as_str())
             .collect();

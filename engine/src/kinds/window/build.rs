@@ -18,17 +18,18 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
-use super::batch::{Batch, EventTime};
-use super::build::{BatchStream, BuildEnv, NodeOutputs};
-use super::control::{Controllable, event_times};
-use super::exchange::exchange_by_key;
-use super::sinks::{LATE_REASON, rows_as_dead_letters};
-use super::sources::operator_name;
 use edgeflow_connectors::error::chain;
 
-use super::transforms::input_schema;
+use super::WindowSettings;
+use crate::runtime::batch::{Batch, EventTime};
+use crate::runtime::control::{Controllable, event_times};
+use crate::runtime::exchange::exchange_by_key;
+use crate::runtime::node::{
+    BatchStream, BuildEnv, LATE_REASON, NodeOutputs, operator_name, rows_as_dead_letters,
+};
+
 use crate::error::EngineError;
-use crate::plan::{PlanNode, WindowSettings};
+use crate::plan::PlanNode;
 
 /// Builds a window node; returns its results and its late rows.
 pub fn window<'scope>(
@@ -37,7 +38,7 @@ pub fn window<'scope>(
     settings: &WindowSettings,
     env: &BuildEnv,
 ) -> Result<NodeOutputs<'scope>, EngineError> {
-    let input = input_schema(node, env)?;
+    let input = env.input_schema(node)?;
     let aggregates = settings
         .aggregates
         .iter()
@@ -82,10 +83,7 @@ pub fn window<'scope>(
     let time_field = settings.time_field.clone();
 
     let keyed = exchange_by_key(stream, &settings.key, &node.id, env);
-    let metrics = env
-        .ctx
-        .metrics
-        .node(&node.id, node.kind, node.placement.name());
+    let metrics = env.metrics(node);
     let ctx = env.ctx.clone();
     let node_id = node.id.clone();
 

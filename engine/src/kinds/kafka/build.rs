@@ -1,4 +1,4 @@
-//! The `kafka` node kind: a source of raw readings from an external topic (JSON lines, CSV
+//! Building a `kafka` node: a source of raw readings from an external topic (JSON lines, CSV
 //! or Arrow IPC records, read by worker 0 as a member of a consumer group) and a sink that
 //! writes any stream to a topic (a JSON record per row, or an Arrow IPC record per batch).
 //! Bad records go to the dead-letter output like a file's bad lines. Broker outages are
@@ -26,12 +26,12 @@ mod with_kafka {
     use timely::dataflow::operators::Operator;
     use timely::dataflow::operators::generic::operator::source as timely_source;
 
-    use super::super::batch::{Batch, EventTime};
-    use super::super::build::{BatchStream, BuildEnv};
-    use super::super::sources::{max_timestamp, operator_name};
+    use super::super::{KafkaFormat, KafkaSinkSettings, KafkaSourceSettings};
     use crate::error::EngineError;
     use crate::metrics::NodeMetrics;
-    use crate::plan::{KafkaFormat, KafkaSinkSettings, KafkaSourceSettings, PlanNode};
+    use crate::plan::PlanNode;
+    use crate::runtime::batch::{Batch, EventTime};
+    use crate::runtime::node::{BatchStream, BuildEnv, max_timestamp, operator_name};
 
     /// Records polled per activation at most.
     const RECORDS_PER_ACTIVATION: usize = 4096;
@@ -116,10 +116,7 @@ mod with_kafka {
         let disorder = settings.disorder_ms;
         let limit = env.options.events;
         let topic = settings.topic.clone();
-        let metrics = env
-            .ctx
-            .metrics
-            .node(&node.id, node.kind, node.placement.name());
+        let metrics = env.metrics(node);
         let ctx = env.ctx.clone();
         let node_id = node.id.clone();
         Ok(timely_source(
@@ -209,10 +206,7 @@ mod with_kafka {
             errors.stats.clone(),
         )
         .map_err(connector(node))?;
-        let metrics = env
-            .ctx
-            .metrics
-            .node(&node.id, node.kind, node.placement.name());
+        let metrics = env.metrics(node);
         let ctx = env.ctx.clone();
         let node_id = node.id.clone();
         let format = settings.format;
@@ -284,10 +278,11 @@ mod with_kafka {
 mod without_kafka {
     use timely::dataflow::Scope;
 
-    use super::super::batch::EventTime;
-    use super::super::build::{BatchStream, BuildEnv};
+    use super::super::{KafkaSinkSettings, KafkaSourceSettings};
     use crate::error::EngineError;
-    use crate::plan::{KafkaSinkSettings, KafkaSourceSettings, PlanNode};
+    use crate::plan::PlanNode;
+    use crate::runtime::batch::EventTime;
+    use crate::runtime::node::{BatchStream, BuildEnv};
 
     fn unsupported(node: &PlanNode) -> EngineError {
         EngineError::Internal(format!(

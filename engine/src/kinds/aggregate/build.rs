@@ -1,4 +1,4 @@
-//! The `aggregate` kind on differential dataflow, and the `reference` tables it looks up.
+//! Building an `aggregate` on differential dataflow, and the `reference` tables it looks up.
 //!
 //! An aggregate keeps a view (group key, optional event-time window) -> aggregates that is
 //! *maintained*, never recomputed: every input row enters a differential collection as a
@@ -25,344 +25,30 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMillisecondArray,
-};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection as Collection;
 use edgeflow_connectors::error::chain;
 use edgeflow_connectors::file_source::{FileFormat, FileSource, FileSourceOptions};
-use edgeflow_operators::schema::{EventSchema, FieldType};
+use edgeflow_operators::schema::EventSchema;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 
-use super::batch::{Batch, EventTime};
-use super::build::{BatchStream, BuildEnv, NodeOutputs};
-use super::exchange::exchange_by_key;
-use super::sinks::rows_as_dead_letters;
-use super::sources::operator_name;
-use super::transforms::input_schema;
+use super::AggregateSettings;
+use super::rows::{Accum, OrdF64, Row, Value, ViewFn, batch_rows, values_to_array};
 use crate::error::EngineError;
+use crate::kinds::file::FileFormatName;
+use crate::kinds::reference::{ReferenceSettings, ReferenceSource};
 use crate::metrics::NodeMetrics;
-use crate::plan::{
-    AggregateViewSettings, FileFormatName, Operator as PlanOperator, PlanNode, ReferenceSettings,
-    ReferenceSource,
+use crate::plan::PlanNode;
+use crate::runtime::RunContext;
+use crate::runtime::batch::{Batch, EventTime};
+use crate::runtime::exchange::exchange_by_key;
+use crate::runtime::node::{
+    BatchStream, BuildEnv, NodeOutputs, operator_name, rows_as_dead_letters,
 };
-
-/// A field value inside the differential dataflow: totally ordered and hashable (floats by
-/// `f64::total_cmp`), so rows can be keys, arranged and consolidated.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Value {
-    /// A null.
-    Null,
-    /// A `bool`.
-    Bool(bool),
-    /// An `i64`.
-    Int(i64),
-    /// A `timestamp_ms`.
-    Time(i64),
-    /// An `f64`.
-    Float(OrdF64),
-    /// A `string`.
-    Str(String),
-}
-
-/// An `f64` ordered by [`f64::total_cmp`] (equal exactly when the bits are equal).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct OrdF64(pub f64);
-
-impl PartialEq for OrdF64 {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.to_bits() == other.0.to_bits()
-    }
-}
-impl Eq for OrdF64 {}
-impl PartialOrd for OrdF64 {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for OrdF64 {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
-impl std::hash::Hash for OrdF64 {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.to_bits().hash(state);
-    }
-}
-
-impl Value {
-    fn as_f64(&self) -> Option<f64> {
-        match self {
-            Value::Int(v) | Value::Time(v) => Some(*v as f64),
-            Value::Float(v) => Some(v.0),
-            _ => None,
-        }
-    }
-}
-
-/// A row of values, in the order of the field list it was read by.
-pub type Row = Vec<Value>;
-
-/// The values of one column, row by row.
-fn column_values(array: &dyn Array, field_type: FieldType) -> Result<Vec<Value>, String> {
-    let wrong = || format!("column is not {field_type}");
-    let any = array.as_any();
-    let values = match field_type {
-        FieldType::TimestampMs => {
-            let a = any
-                .downcast_ref::<TimestampMillisecondArray>()
-                .ok_or_else(wrong)?;
-            a.iter()
-                .map(|v| v.map_or(Value::Null, Value::Time))
-                .collect()
-        }
-        FieldType::I64 => {
-            let a = any.downcast_ref::<Int64Array>().ok_or_else(wrong)?;
-            a.iter()
-                .map(|v| v.map_or(Value::Null, Value::Int))
-                .collect()
-        }
-        FieldType::F64 => {
-            let a = any.downcast_ref::<Float64Array>().ok_or_else(wrong)?;
-            a.iter()
-                .map(|v| v.map_or(Value::Null, |f| Value::Float(OrdF64(f))))
-                .collect()
-        }
-        FieldType::String => {
-            let a = any.downcast_ref::<StringArray>().ok_or_else(wrong)?;
-            a.iter()
-                .map(|v| v.map_or(Value::Null, |s| Value::Str(s.to_owned())))
-                .collect()
-        }
-        FieldType::Bool => {
-            let a = any.downcast_ref::<BooleanArray>().ok_or_else(wrong)?;
-            a.iter()
-                .map(|v| v.map_or(Value::Null, Value::Bool))
-                .collect()
-        }
-    };
-    Ok(values)
-}
-
-/// The rows of `batch` restricted to `fields` (names of `schema`), in that order.
-fn batch_rows(
-    batch: &RecordBatch,
-    schema: &EventSchema,
-    fields: &[String],
-) -> Result<Vec<Row>, String> {
-    let columns = fields
-        .iter()
-        .map(|name| {
-            let index = schema
-                .fields()
-                .iter()
-                .position(|(n, _)| n == name)
-                .ok_or_else(|| format!("no field {name}"))?;
-            let array = batch
-                .columns()
-                .get(index)
-                .ok_or_else(|| format!("batch has no column {index}"))?;
-            column_values(array.as_ref(), schema.fields()[index].1)
-                .map_err(|e| format!("field {name}: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((0..batch.num_rows())
-        .map(|row| columns.iter().map(|c| c[row].clone()).collect())
-        .collect())
-}
-
-/// A column of `field_type` from values (anything of another type becomes null).
-fn values_to_array<'a>(values: impl Iterator<Item = &'a Value>, field_type: FieldType) -> ArrayRef {
-    match field_type {
-        FieldType::TimestampMs => {
-            Arc::new(TimestampMillisecondArray::from_iter(values.map(
-                |v| match v {
-                    Value::Time(t) | Value::Int(t) => Some(*t),
-                    _ => None,
-                },
-            )))
-        }
-        FieldType::I64 => Arc::new(Int64Array::from_iter(values.map(|v| match v {
-            Value::Int(t) | Value::Time(t) => Some(*t),
-            _ => None,
-        }))),
-        FieldType::F64 => Arc::new(Float64Array::from_iter(values.map(Value::as_f64))),
-        FieldType::String => Arc::new(StringArray::from_iter(values.map(|v| match v {
-            Value::Str(s) => Some(s.as_str()),
-            _ => None,
-        }))),
-        FieldType::Bool => Arc::new(BooleanArray::from_iter(values.map(|v| match v {
-            Value::Bool(b) => Some(*b),
-            _ => None,
-        }))),
-    }
-}
-
-/// One aggregate of the view: its function and its column in the reduce input.
-#[derive(Clone, Copy, Debug)]
-enum ViewFn {
-    Count,
-    Sum { integer: bool },
-    Min,
-    Max,
-    Mean,
-    CountDistinct,
-}
-
-impl ViewFn {
-    fn parse(name: &str, input: FieldType) -> Option<ViewFn> {
-        Some(match name {
-            "count" => ViewFn::Count,
-            "sum" => ViewFn::Sum {
-                integer: input != FieldType::F64,
-            },
-            "min" => ViewFn::Min,
-            "max" => ViewFn::Max,
-            "mean" => ViewFn::Mean,
-            "count_distinct" => ViewFn::CountDistinct,
-            _ => return None,
-        })
-    }
-
-    /// Whether the function is kept as a running sum (its state is an [`Accum`] slot) rather
-    /// than as an extreme of the group's values.
-    fn is_abelian(self) -> bool {
-        !matches!(self, ViewFn::Min | ViewFn::Max)
-    }
-}
-
-/// The part of a group's aggregates that adds up: per aggregate, the number of non-null
-/// (non-NaN) values (distinct values for `count_distinct`), their float sum and their
-/// integer sum. It is the *difference* type of a differential collection, so differential
-/// keeps one consolidated `Accum` per group and time, and a retraction is a subtraction:
-/// updating a group costs the same whatever its size.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Accum {
-    rows: i64,
-    counts: Vec<i64>,
-    sums: Vec<OrdF64>,
-    ints: Vec<i64>,
-}
-
-impl Accum {
-    fn zero(n: usize) -> Self {
-        Accum {
-            rows: 0,
-            counts: vec![0; n],
-            sums: vec![OrdF64(0.0); n],
-            ints: vec![0; n],
-        }
-    }
-
-    /// One row's contribution, from its aggregate values (count_distinct slots excluded:
-    /// see [`Accum::distinct`]).
-    fn of_values(values: &Row, aggregates: &[ViewFn]) -> Self {
-        let mut accum = Accum::zero(aggregates.len());
-        accum.rows = 1;
-        for (i, f) in aggregates.iter().enumerate() {
-            if !f.is_abelian() || matches!(f, ViewFn::CountDistinct) {
-                continue;
-            }
-            match &values[i] {
-                Value::Null => {}
-                Value::Float(v) if v.0.is_nan() => {}
-                Value::Int(v) | Value::Time(v) => {
-                    accum.counts[i] = 1;
-                    accum.ints[i] = *v;
-                    accum.sums[i] = OrdF64(*v as f64);
-                }
-                Value::Float(v) => {
-                    accum.counts[i] = 1;
-                    accum.sums[i] = *v;
-                }
-                _ => accum.counts[i] = 1,
-            }
-        }
-        accum
-    }
-
-    /// One distinct value of aggregate `i`.
-    fn distinct(n: usize, i: usize) -> Self {
-        let mut accum = Accum::zero(n);
-        accum.counts[i] = 1;
-        accum
-    }
-}
-
-impl differential_dataflow::difference::IsZero for Accum {
-    /// Exactly zero. A correction that keeps a group's counts changes its sums, so counts
-    /// alone do not tell; a group emptied with rounding left in its float sums stays as an
-    /// entry without rows, which has no extremes and so never reaches the view.
-    fn is_zero(&self) -> bool {
-        self.rows == 0
-            && self.counts.iter().all(|c| *c == 0)
-            && self.ints.iter().all(|i| *i == 0)
-            && self.sums.iter().all(|s| s.0 == 0.0)
-    }
-}
-
-impl differential_dataflow::difference::Semigroup for Accum {
-    fn plus_equals(&mut self, rhs: &Self) {
-        // `Monoid::zero` has no slots: it takes the width of what is added to it.
-        if self.counts.len() < rhs.counts.len() {
-            let n = rhs.counts.len();
-            self.counts.resize(n, 0);
-            self.sums.resize(n, OrdF64(0.0));
-            self.ints.resize(n, 0);
-        }
-        self.rows += rhs.rows;
-        for (a, b) in self.counts.iter_mut().zip(&rhs.counts) {
-            *a += b;
-        }
-        for (a, b) in self.sums.iter_mut().zip(&rhs.sums) {
-            a.0 += b.0;
-        }
-        for (a, b) in self.ints.iter_mut().zip(&rhs.ints) {
-            *a = a.wrapping_add(*b);
-        }
-    }
-}
-
-impl differential_dataflow::difference::Monoid for Accum {
-    fn zero() -> Self {
-        Accum::zero(0)
-    }
-}
-
-impl differential_dataflow::difference::Abelian for Accum {
-    fn negate(&mut self) {
-        self.multiply_in_place(-1);
-    }
-}
-
-impl differential_dataflow::difference::Multiply<isize> for Accum {
-    type Output = Accum;
-    fn multiply(mut self, rhs: &isize) -> Accum {
-        self.multiply_in_place(*rhs as i64);
-        self
-    }
-}
-
-impl Accum {
-    fn multiply_in_place(&mut self, by: i64) {
-        self.rows *= by;
-        for c in &mut self.counts {
-            *c *= by;
-        }
-        for s in &mut self.sums {
-            s.0 *= by as f64;
-        }
-        for i in &mut self.ints {
-            *i = i.wrapping_mul(by);
-        }
-    }
-}
 
 /// Buckets per group of the first level of the extremes: a change re-scans one bucket's
 /// values and the group's bucket extremes, not the whole group.
@@ -493,7 +179,7 @@ struct Layout {
 
 impl Layout {
     fn new(
-        settings: &AggregateViewSettings,
+        settings: &AggregateSettings,
         input: &EventSchema,
         reference: Option<&ReferenceSettings>,
     ) -> Result<Layout, String> {
@@ -629,23 +315,24 @@ impl Part {
 pub fn aggregate<'scope>(
     stream: BatchStream<'scope>,
     node: &PlanNode,
-    settings: &AggregateViewSettings,
+    settings: &AggregateSettings,
     env: &BuildEnv,
 ) -> Result<NodeOutputs<'scope>, EngineError> {
     let internal = |m: String| EngineError::Internal(format!("node {}: {m}", node.id));
-    let input = input_schema(node, env)?;
+    let input = env.input_schema(node)?;
     let reference = match &settings.lookup {
         None => None,
-        Some(id) => match env.plan.node(id).map(|n| (n, &n.operator)) {
-            Some((n, PlanOperator::Reference(r))) => Some((n, r)),
+        Some(id) => match env
+            .plan
+            .node(id)
+            .map(|n| (n, n.settings_as::<ReferenceSettings>()))
+        {
+            Some((n, Some(r))) => Some((n, r)),
             _ => return Err(internal(format!("lookup {id} is not a reference node"))),
         },
     };
     let layout = Layout::new(settings, &input, reference.map(|(_, r)| r)).map_err(internal)?;
-    let metrics = env
-        .ctx
-        .metrics
-        .node(&node.id, node.kind, node.placement.name());
+    let metrics = env.metrics(node);
 
     let references = reference.map(|(ref_node, ref_settings)| {
         reference_collection(stream.clone(), ref_node, ref_settings, env)
@@ -708,7 +395,7 @@ pub fn aggregate<'scope>(
 fn input_parts<'scope>(
     stream: BatchStream<'scope>,
     node: &PlanNode,
-    settings: &AggregateViewSettings,
+    settings: &AggregateSettings,
     input: &EventSchema,
     layout: &Layout,
     metrics: NodeMetrics,
@@ -775,7 +462,7 @@ fn input_parts<'scope>(
                                 };
                                 let closes = match window {
                                     Some((size, lateness)) => {
-                                        let start = t.div_euclid(size) * size;
+                                        let start = window_start(t, size);
                                         row[time_slot] = Value::Time(start);
                                         start.saturating_add(size).saturating_add(lateness)
                                     }
@@ -832,7 +519,7 @@ const LATE_ROW: &str =
     "late row: its aggregate window had closed (see the aggregate's allowed_lateness)";
 
 fn dead_letter_rows(
-    ctx: &super::RunContext,
+    ctx: &RunContext,
     metrics: &NodeMetrics,
     node: &str,
     batch: &RecordBatch,
@@ -852,6 +539,14 @@ fn dead_letter_rows(
             Err(e) => tracing::error!(node, error = %e, "cannot select dead-letter rows"),
         }
     }
+}
+
+/// The start of the `size`-long event-time window holding `t`: the multiple of `size` at or
+/// before it, saturated at `i64::MIN` when that multiple is below it (an event time near
+/// `i64::MIN` written by a hostile or broken producer must not overflow).
+fn window_start(t: i64, size: i64) -> i64 {
+    let start = i128::from(t).div_euclid(i128::from(size)) * i128::from(size);
+    i64::try_from(start).unwrap_or(i64::MIN)
 }
 
 /// The view's changes as batches of the node's output schema, each at its own time.
@@ -921,10 +616,7 @@ fn reference_collection<'scope>(
     settings: &ReferenceSettings,
     env: &BuildEnv,
 ) -> Collection<'scope, EventTime, (Row, Row)> {
-    let metrics = env
-        .ctx
-        .metrics
-        .node(&node.id, node.kind, node.placement.name());
+    let metrics = env.metrics(node);
     let ctx = env.ctx.clone();
     let reads = env.worker == 0;
     let mut reader = ReferenceReader::new(node, settings);
@@ -1069,5 +761,37 @@ impl ReferenceReader {
         }
         self.rows = rows;
         Ok((changes, letters))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_start;
+
+    /// Regression: `t.div_euclid(size) * size` overflowed (a panic in debug builds, a wrong
+    /// window in release) for event times near `i64::MIN`.
+    #[test]
+    fn window_start_saturates_on_extreme_event_times() {
+        for size in [1, 7, 1_000, 60_000, 86_400_000] {
+            for t in [
+                i64::MIN,
+                i64::MIN + 1,
+                -1,
+                0,
+                1,
+                59_999,
+                i64::MAX - 1,
+                i64::MAX,
+            ] {
+                // Naive: walk down from t to the first multiple of size, in i128.
+                let naive = i128::from(t) - i128::from(t).rem_euclid(i128::from(size));
+                let expected = naive.max(i128::from(i64::MIN)) as i64;
+                assert_eq!(window_start(t, size), expected, "t {t} size {size}");
+                assert!(window_start(t, size) <= t);
+            }
+        }
+        assert_eq!(window_start(i64::MIN, 1_000), i64::MIN);
+        assert_eq!(window_start(i64::MAX, 1_000), i64::MAX - i64::MAX % 1_000);
+        assert_eq!(window_start(-1, 1_000), -1_000);
     }
 }

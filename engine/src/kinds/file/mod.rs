@@ -1,0 +1,254 @@
+//! The `file` kind: without `inputs` a source reading a CSV or JSON-lines file, with them a
+//! sink writing CSV, JSON lines or Parquet.
+
+mod build;
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use edgeflow_connectors::file_source::FileFormat;
+use edgeflow_operators::schema::EventSchema;
+use timely::dataflow::Scope;
+
+use super::{Counted, NodeKind, NodeSettings, Role, follow_inputs};
+use crate::error::EngineError;
+use crate::plan::render::duration;
+use crate::plan::{Placement, PlanNode, StreamInfo, TypeCx, Typed};
+use crate::runtime::batch::EventTime;
+use crate::runtime::node::{BatchStream, BuildEnv, NodeOutputs, require_input};
+use crate::spec::settings::{Context, Settings};
+
+/// The `file` kind.
+pub struct File;
+
+impl NodeKind for File {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn role(&self) -> Role {
+        Role::SourceOrSink
+    }
+
+    fn settings(&self) -> &'static [&'static str] {
+        &[
+            "path",
+            "format",
+            "schema",
+            "time_field",
+            "header",
+            "disorder",
+        ]
+    }
+
+    fn counted(&self) -> Option<Counted> {
+        Some(Counted::SourceEvents)
+    }
+
+    fn read(&self, s: &mut Settings, ctx: &Context, role: Role) -> Option<Arc<dyn NodeSettings>> {
+        if role == Role::Source {
+            s.file_source(ctx)
+                .map(|f| Arc::new(f) as Arc<dyn NodeSettings>)
+        } else {
+            s.file_sink(ctx)
+                .map(|f| Arc::new(f) as Arc<dyn NodeSettings>)
+        }
+    }
+
+    fn example(&self) -> &'static str {
+        "{ kind: file, inputs: [src], path: out.jsonl }"
+    }
+}
+
+/// Formats a file source reads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FileFormatName {
+    /// Comma-separated values.
+    Csv,
+    /// One JSON object per line.
+    JsonLines,
+}
+
+/// Formats a file sink writes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SinkFormat {
+    /// Comma-separated values.
+    Csv,
+    /// One JSON object per line.
+    JsonLines,
+    /// Apache Parquet.
+    Parquet,
+}
+
+/// Settings of a `file` source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileSourceSettings {
+    /// The file, resolved against the pipeline file's directory.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: FileFormatName,
+    /// Whether a CSV file starts with a header line.
+    pub header: bool,
+    /// Maximum event-time disorder, ms.
+    pub disorder_ms: i64,
+    /// The schema of the file's records.
+    pub schema: EventSchema,
+    /// The event-time field (a `timestamp_ms` field of `schema`).
+    pub time_field: String,
+}
+
+/// Settings of a `file` sink.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileSinkSettings {
+    /// The file, resolved against the pipeline file's directory.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: SinkFormat,
+}
+
+impl NodeSettings for FileSourceSettings {
+    fn kind(&self) -> &'static dyn NodeKind {
+        &File
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn default_placement(&self, _inputs: &[Placement]) -> Placement {
+        Placement::Edge
+    }
+
+    fn typed(&self, _cx: &mut TypeCx) -> Option<Typed> {
+        let output = StreamInfo {
+            schema: self.schema.clone(),
+            time_field: self.time_field.clone(),
+        };
+        Some(Typed::new(self.clone(), Some(output)))
+    }
+
+    fn render(&self) -> String {
+        let f = self;
+        format!(
+            "path={} format={} header={} time_field={} disorder={}",
+            f.path.display(),
+            match f.format {
+                FileFormatName::Csv => "csv",
+                FileFormatName::JsonLines => "jsonl",
+            },
+            f.header,
+            f.time_field,
+            duration(f.disorder_ms)
+        )
+    }
+
+    fn build<'scope>(
+        &self,
+        scope: Scope<'scope, EventTime>,
+        node: &PlanNode,
+        _inputs: Vec<BatchStream<'scope>>,
+        env: &BuildEnv,
+    ) -> Result<NodeOutputs<'scope>, EngineError> {
+        build::source(scope, node, self, env).map(NodeOutputs::main)
+    }
+}
+
+impl NodeSettings for FileSinkSettings {
+    fn kind(&self) -> &'static dyn NodeKind {
+        &File
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn is_sink(&self) -> bool {
+        true
+    }
+
+    fn default_placement(&self, inputs: &[Placement]) -> Placement {
+        follow_inputs(inputs)
+    }
+
+    fn typed(&self, _cx: &mut TypeCx) -> Option<Typed> {
+        Some(Typed::new(self.clone(), None))
+    }
+
+    fn render(&self) -> String {
+        let (path, format) = (&self.path, &self.format);
+        format!(
+            "path={} format={}",
+            path.display(),
+            match format {
+                SinkFormat::Csv => "csv",
+                SinkFormat::JsonLines => "jsonl",
+                SinkFormat::Parquet => "parquet",
+            }
+        )
+    }
+
+    fn output_file(&self) -> Option<(&Path, FileFormat)> {
+        let format = match self.format {
+            SinkFormat::Csv => FileFormat::Csv,
+            SinkFormat::JsonLines => FileFormat::JsonLines,
+            SinkFormat::Parquet => FileFormat::Parquet,
+        };
+        Some((&self.path, format))
+    }
+
+    fn build<'scope>(
+        &self,
+        _scope: Scope<'scope, EventTime>,
+        node: &PlanNode,
+        inputs: Vec<BatchStream<'scope>>,
+        env: &BuildEnv,
+    ) -> Result<NodeOutputs<'scope>, EngineError> {
+        build::sink(require_input(node, inputs)?, node, env);
+        Ok(NodeOutputs::default())
+    }
+}
+
+impl Settings<'_, '_> {
+    fn file_source(&mut self, ctx: &Context<'_>) -> Option<FileSourceSettings> {
+        let path = self.required_path(ctx);
+        let format = path
+            .as_ref()
+            .and_then(|(p, _)| self.file_format(p, &["csv", "jsonl"]));
+        let header_given = self.get("header").is_some();
+        let header = self.bool("header", true);
+        if header_given && format == Some("jsonl") {
+            let pos = self.positions["header"];
+            self.err(pos, "header", "only applies to CSV files", None);
+        }
+        let disorder_ms = self.duration_ms("disorder").map_or(0, |(v, _)| v);
+        let (schema, time_field) = self.source_schema(ctx, "a file source")?;
+        let (_, path) = path?;
+        let format = match format? {
+            "csv" => FileFormatName::Csv,
+            _ => FileFormatName::JsonLines,
+        };
+        Some(FileSourceSettings {
+            path,
+            format,
+            header,
+            disorder_ms,
+            schema,
+            time_field,
+        })
+    }
+
+    fn file_sink(&mut self, ctx: &Context<'_>) -> Option<FileSinkSettings> {
+        self.reject_settings(
+            &["schema", "time_field", "header", "disorder"],
+            "only applies to a file source (a file node without inputs)",
+        );
+        let (p, path) = self.required_path(ctx)?;
+        let format = match self.file_format(&p, &["csv", "jsonl", "parquet"])? {
+            "csv" => SinkFormat::Csv,
+            "jsonl" => SinkFormat::JsonLines,
+            _ => SinkFormat::Parquet,
+        };
+        Some(FileSinkSettings { path, format })
+    }
+}
