@@ -14,10 +14,8 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 
 use super::batch::Batch;
-use super::context::RunContext;
 use super::control::{ControlPort, Controllable, event_times, process_controlled};
-use super::node::{BatchStream, BuildEnv, operator_name, rows_as_dead_letters};
-use crate::metrics::NodeMetrics;
+use super::node::{BatchStream, BuildEnv, NodeContext};
 use crate::plan::PlanNode;
 
 /// A node's work on one batch, and what it does when its input ends.
@@ -93,10 +91,9 @@ pub fn map_batches<'scope, L: BatchLogic>(
     env: &BuildEnv,
     mut logic: L,
 ) -> BatchStream<'scope> {
-    let metrics = env.metrics(node);
-    let ctx = env.ctx.clone();
-    let node_id = node.id.clone();
-    stream.unary_frontier(Pipeline, &operator_name(node), move |_capability, _info| {
+    let cx = env.node(node);
+    let metrics = cx.metrics.clone();
+    stream.unary_frontier(Pipeline, &cx.name.clone(), move |_capability, _info| {
         let mut ended = false;
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
@@ -111,7 +108,7 @@ pub fn map_batches<'scope, L: BatchLogic>(
                             session.give(Batch(out));
                         }
                         Ok(_) => {}
-                        Err(e) => reject(&ctx, &metrics, &node_id, &batch, &e),
+                        Err(e) => reject(&cx, &batch, &e),
                     }
                     metrics
                         .batch_seconds
@@ -126,15 +123,9 @@ pub fn map_batches<'scope, L: BatchLogic>(
     })
 }
 
-fn reject(
-    ctx: &RunContext,
-    metrics: &NodeMetrics,
-    node: &str,
-    batch: &RecordBatch,
-    error: &OperatorError,
-) {
-    metrics.errors.inc();
+fn reject(cx: &NodeContext, batch: &RecordBatch, error: &OperatorError) {
+    cx.metrics.errors.inc();
     let reason = chain(error);
-    tracing::warn!(node, rows = batch.num_rows(), %reason, "batch rejected");
-    ctx.dead_letter(metrics, &rows_as_dead_letters(node, batch, &reason));
+    tracing::warn!(node = %cx.id, rows = batch.num_rows(), %reason, "batch rejected");
+    cx.dead_letter_rows(batch, &reason);
 }

@@ -12,9 +12,7 @@ use timely::worker::Worker;
 use super::batch::EventTime;
 use super::context::RunContext;
 use super::cut::{FrameIn, FrameOut, Producers};
-use super::node::{
-    BatchStream, BuildEnv, LATE_REASON, NodeOutputs, rows_as_dead_letters, watermark_probe,
-};
+use super::node::{BatchStream, BuildEnv, LATE_REASON, NodeOutputs, watermark_probe};
 use super::{RunOptions, cut};
 use crate::error::EngineError;
 use crate::plan::{CutTopic, Placement, Plan, PlanNode, Port, StreamRef};
@@ -145,19 +143,14 @@ pub fn build_half(
 /// Late rows of a window whose `late` output no node reads: counted already, written to the
 /// dead-letter output so they are never silently lost.
 fn dead_letter_late(stream: BatchStream, node: &PlanNode, env: &BuildEnv) {
-    let metrics = env.metrics(node);
-    let ctx = env.ctx.clone();
-    let node_id = node.id.clone();
+    let cx = env.node(node);
     stream.sink(
         Pipeline,
         &format!("late[{}]", node.id),
         move |(input, _frontier)| {
             input.for_each(|_cap, data| {
                 for batch in data.drain(..) {
-                    ctx.dead_letter(
-                        &metrics,
-                        &rows_as_dead_letters(&node_id, &batch, LATE_REASON),
-                    );
+                    cx.dead_letter_rows(&batch, LATE_REASON);
                 }
             });
         },
