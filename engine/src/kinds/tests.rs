@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::{KINDS, Role};
+use super::{Counted, KINDS, Role};
 use crate::plan::plan_with;
 use crate::spec::parse_partial;
 
@@ -83,4 +83,29 @@ fn every_listed_setting_is_read_by_its_kind() {
             );
         }
     }
+}
+
+/// Regression: the run report counted the source events of `generator` and `file` nodes only
+/// (a list of kind names in the runtime), so a pipeline fed by `kafka` reported no events/s
+/// and no bytes/event.
+#[test]
+fn every_stream_source_counts_towards_source_events() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    for kind in KINDS {
+        let text = pipeline_with(kind.example());
+        let Ok(plan) = plan_with("registry.yaml", &text, &dir, &no_env) else {
+            continue;
+        };
+        let Some(node) = plan.node("n") else { continue };
+        if node.inputs.is_empty() && node.time_field.is_some() {
+            assert_eq!(
+                kind.counted(),
+                Some(Counted::SourceEvents),
+                "kind {}",
+                kind.name()
+            );
+        }
+    }
+    let kafka = super::kind("kafka").and_then(|k| k.counted());
+    assert_eq!(kafka, Some(Counted::SourceEvents));
 }
