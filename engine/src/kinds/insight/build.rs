@@ -735,3 +735,78 @@ fn incident_writer(env: &BuildEnv, id: &str) -> usize {
         .unwrap_or(0);
     ordinal * env.peers + env.worker
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+
+    use super::{QueryThread, frozen};
+    use crate::sql::{Catalog, MaterializedTable};
+
+    fn readings(values: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let column = Arc::new(Int64Array::from(values.to_vec()));
+        RecordBatch::try_new(schema, vec![column]).expect("one i64 column")
+    }
+
+    fn catalog_with(table: &Arc<MaterializedTable>) -> Catalog {
+        let mut catalog = Catalog::new();
+        catalog.insert(table.clone());
+        catalog
+    }
+
+    fn wait_for(thread: &QueryThread) -> Result<crate::sql::QueryResult, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(result) = thread.poll() {
+                return result;
+            }
+            assert!(Instant::now() < deadline, "the query never finished");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A sql rule's query runs over the tables as they were when it was due, on its own
+    /// thread: rows made visible while it waits are not in its result (worker 0 no longer
+    /// blocks while the query runs, so tables may move on meanwhile).
+    #[test]
+    fn sql_rule_query_reads_the_tables_as_they_were_when_due() {
+        let table = Arc::new(MaterializedTable::new("t", readings(&[]).schema(), 1));
+        table.append(5, readings(&[1, 2]));
+        table.advance(0, 10);
+        let due = Arc::new(frozen(&catalog_with(&table)));
+        // The table moves on after the query was due.
+        table.append(12, readings(&[3]));
+        table.advance(0, 20);
+
+        let thread = QueryThread::start("SELECT v FROM t ORDER BY v".into(), "r").expect("thread");
+        thread.request(due).expect("request");
+        let result = wait_for(&thread).expect("query");
+        let values: Vec<i64> = result
+            .batches
+            .iter()
+            .flat_map(|b| {
+                let column = b.column(0).as_any().downcast_ref::<Int64Array>();
+                column.map(|c| c.values().to_vec()).unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(values, vec![1, 2]);
+
+        // The same thread answers the next request, over the tables as they are then.
+        thread
+            .request(Arc::new(frozen(&catalog_with(&table))))
+            .expect("request");
+        let rows: usize = wait_for(&thread)
+            .expect("query")
+            .batches
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum();
+        assert_eq!(rows, 3);
+    }
+}
