@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::common::broker::Broker;
 use crate::common::{Running, edgeflow, free_port, text};
@@ -421,8 +422,14 @@ fn run_python(python: &Path, script: &str, args: &[&str]) -> Output {
 }
 
 /// A Python that can `import confluent_kafka`, installing it from PyPI into a venv under the
-/// target directory when needed.
+/// target directory when needed; once per test process (two tests creating the venv at the
+/// same time would race).
 fn python_with_confluent_kafka() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(find_or_install_python).clone()
+}
+
+fn find_or_install_python() -> PathBuf {
     let has = |python: &Path| {
         Command::new(python)
             .args(["-c", "import confluent_kafka"])

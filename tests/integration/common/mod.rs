@@ -73,7 +73,7 @@ impl Running {
 
     /// Waits at most `limit` for the process to exit; its status and output. Panics with
     /// `what` and its stderr when it does not finish in time (the process is killed).
-    pub fn wait(mut self, what: &str, limit: Duration) -> Output {
+    pub fn wait(self, what: &str, limit: Duration) -> Output {
         self.wait_or(what, limit, String::new)
     }
 
