@@ -5,15 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
 
 use arrow::array::{Array, Float64Array, Int64Array, StringArray};
-use edgeflow::metrics::Metrics;
 use edgeflow::plan;
-use edgeflow::runtime::{self, RunContext, RunOptions};
-use edgeflow::sql::QueryEngine;
 use edgeflow_operators::control::{ControlAction, ControlRecord};
 use rand::{RngExt, SeedableRng};
+
+use crate::common::embedded::{query, run_embedded};
+use crate::common::repo;
 
 const T0: i64 = 1_700_000_000_000;
 const SECONDS: i64 = 240;
@@ -215,27 +214,14 @@ type Row = (
 );
 
 fn run(dir: &Path, workers: usize, batch_rows: usize) -> (Vec<Row>, Vec<ControlRecord>) {
-    let plan =
-        Arc::new(plan::load_plan(&dir.join("insight.yaml")).unwrap_or_else(|d| panic!("{d}")));
-    let options = RunOptions {
-        workers,
-        batch_rows,
-        data_dir: dir.join(format!("data-{workers}-{batch_rows}")),
-        ..RunOptions::default()
-    };
     let control_path = dir.join("control.jsonl");
-    let catalog = Arc::new(runtime::catalog_for(&plan, workers));
-    let ctx = RunContext::new(&plan, &options.data_dir, Metrics::new(), catalog.clone()).unwrap();
-    let report = runtime::run_embedded(plan, &options, ctx).unwrap();
+    let (report, engine) = run_embedded(&dir.join("insight.yaml"), workers, batch_rows);
     assert_eq!(report.dead_letters, 0, "{report}");
-    let engine = QueryEngine::new(catalog);
-    let tokio = tokio::runtime::Runtime::new().unwrap();
-    let result = tokio
-        .block_on(engine.query(
-            "SELECT CAST(time AS BIGINT) AS t, id, insight, rule, kind, key, devices, value \
-             FROM incidents ORDER BY insight, t, rule, key",
-        ))
-        .unwrap();
+    let result = query(
+        &engine,
+        "SELECT CAST(time AS BIGINT) AS t, id, insight, rule, kind, key, devices, value \
+         FROM incidents ORDER BY insight, t, rule, key",
+    );
     let mut rows = Vec::new();
     for b in &result.batches {
         let text = |i: usize| b.column(i).as_any().downcast_ref::<StringArray>().unwrap();
@@ -387,7 +373,7 @@ fn incidents_and_control_records_match_naive_recomputations_on_1_and_2_workers()
 
 /// Plans `text` and returns its diagnostics, rendered.
 fn errors(text: &str) -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let dir = repo("pipelines");
     match plan::plan_with("bad.yaml", text, &dir, &|_| None) {
         Ok(_) => panic!("the pipeline should not validate:\n{text}"),
         Err(d) => d.to_string(),

@@ -5,16 +5,12 @@
 //! shows the record and its acknowledgement.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn edgeflow() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_edgeflow"))
-}
+use crate::common::served::{Served, serve};
+use crate::common::{edgeflow, repo};
 
 /// Event time of the generator's first reading.
 const START_MS: i64 = 1_767_225_600_000;
@@ -30,77 +26,13 @@ nodes:
   scored:  { kind: table, inputs: [spikes] }
 "#;
 
-/// A served instance, killed on drop.
-struct Served {
-    child: Child,
-    address: String,
-    lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Served {
-    /// Reads stderr until the pipeline has finished (bounded: 200 lines, 120 s).
-    fn wait_finished(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        for _ in 0..200 {
-            let Some(Ok(line)) = self.lines.next() else {
-                break;
-            };
-            if line.contains("still serving") {
-                return;
-            }
-            assert!(Instant::now() < deadline, "pipeline did not finish");
-        }
-        panic!("pipeline did not finish");
-    }
-
-    fn query(&self, sql: &str) -> Vec<Value> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut response = agent
-            .post(&format!("http://{}/sql", self.address))
-            .send(sql)
-            .unwrap();
-        let body = response.body_mut().read_to_string().unwrap();
-        assert_eq!(response.status(), 200, "{sql}: {body}");
-        serde_json::from_str::<Vec<Value>>(&body).unwrap()
-    }
-}
-
-fn serve(pipeline: &Path, data_dir: &Path, events: u64) -> Served {
-    let mut child = edgeflow()
-        .args(["run", pipeline.to_str().unwrap(), "--realtime", "--serve"])
-        .args(["--events", &events.to_string()])
-        .args(["--listen", "127.0.0.1:0", "--pg-listen", "off", "--quiet"])
-        .args(["--data-dir", data_dir.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let mut address = None;
-    // Bounded: the address is the first line printed.
-    for _ in 0..20 {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(rest) = line.split("http://").nth(1) {
-            address = Some(rest.split('/').next().unwrap().to_string());
-            break;
-        }
-    }
-    Served {
-        child,
-        address: address.expect("no serving address printed"),
-        lines,
-    }
+/// Serves the pipeline paced in real time for `events` readings.
+fn serve_realtime(pipeline: &Path, data_dir: &Path, events: u64) -> Served {
+    serve(
+        pipeline,
+        data_dir,
+        &["--realtime", "--events", &events.to_string()],
+    )
 }
 
 /// The z-score detector written out naively: per key, Welford statistics over the values
@@ -144,11 +76,11 @@ fn a_threshold_sent_while_running_applies_at_its_event_time_and_is_acknowledged(
     let pipeline = dir.path().join("tuning.yaml");
     std::fs::write(&pipeline, PIPELINE).unwrap();
     // 400 readings/s in real time: 6 s of event time.
-    let mut served = serve(&pipeline, &dir.path().join("data"), 2_400);
+    let served = serve_realtime(&pipeline, &dir.path().join("data"), 2_400);
 
     // A bad record is refused with the reason, and nothing is published.
     let refused = edgeflow()
-        .args(["control", "--server", &served.address, "--node", "spikes"])
+        .args(["control", "--server", &served.http, "--node", "spikes"])
         .args(["--window-size", "5s"])
         .output()
         .unwrap();
@@ -157,7 +89,7 @@ fn a_threshold_sent_while_running_applies_at_its_event_time_and_is_acknowledged(
     assert!(stderr.contains("does not take set_window_size"), "{stderr}");
 
     let sent = edgeflow()
-        .args(["control", "--server", &served.address, "--node", "spikes"])
+        .args(["control", "--server", &served.http, "--node", "spikes"])
         .args(["--set-threshold", "2", "--apply-at", &APPLY_AT.to_string()])
         .args(["--reason", "more sensitive"])
         .output()
@@ -175,7 +107,7 @@ fn a_threshold_sent_while_running_applies_at_its_event_time_and_is_acknowledged(
 
     served.wait_finished();
 
-    let log = served.query(&format!(
+    let log = served.sql(&format!(
         "SELECT event, node, action, apply_at, issued_by, reason, edge_id, status, \
          CAST(applied_at AS BIGINT) AS applied_at, detail \
          FROM edgeflow_control_log WHERE id = '{id}' ORDER BY event DESC"
@@ -197,7 +129,7 @@ fn a_threshold_sent_while_running_applies_at_its_event_time_and_is_acknowledged(
         "{applied_at}"
     );
 
-    let rows = served.query(
+    let rows = served.sql(
         "SELECT device || '/' || sensor AS key, CAST(ts AS BIGINT) AS ts, value, \
          reason IS NOT NULL AS exception FROM scored ORDER BY ts, device",
     );
@@ -273,13 +205,13 @@ fn post_control(address: &str, body: Value) -> (u16, Value) {
 #[test]
 fn window_size_sampling_and_model_swaps_apply_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/models/sensors.bpk");
+    let model = repo("pipelines/models/sensors.bpk");
     // The swapped-in model, named relative to the pipeline file's directory.
     std::fs::copy(&model, dir.path().join("second.bpk")).unwrap();
     let pipeline = dir.path().join("retune.yaml");
     std::fs::write(&pipeline, RETUNE.replace("MODEL", model.to_str().unwrap())).unwrap();
     // 80 readings/s in real time: 12 s of event time.
-    let mut served = serve(&pipeline, &dir.path().join("data"), 960);
+    let served = serve_realtime(&pipeline, &dir.path().join("data"), 960);
 
     let switch_at = START_MS + 3_000;
     let sample_at = START_MS + 6_000;
@@ -302,12 +234,12 @@ fn window_size_sampling_and_model_swaps_apply_without_a_restart() {
             serde_json::json!({"node": "scored", "action": "swap_model", "model": {"path": "second.bpk"}, "apply_at": START_MS + 2_000}),
         ),
     ] {
-        let (status, issued) = post_control(&served.address, body);
+        let (status, issued) = post_control(&served.http, body);
         assert_eq!(status, 200, "{name}: {issued}");
         ids.insert(name, issued["id"].as_str().unwrap().to_string());
     }
     let (status, refused) = post_control(
-        &served.address,
+        &served.http,
         serde_json::json!({"node": "fleet", "action": "disable"}),
     );
     assert_eq!(status, 400);
@@ -320,7 +252,7 @@ fn window_size_sampling_and_model_swaps_apply_without_a_restart() {
 
     served.wait_finished();
 
-    let acks = served.query(
+    let acks = served.sql(
         "SELECT id, status, CAST(applied_at AS BIGINT) AS applied_at, detail \
          FROM edgeflow_control_log WHERE event = 'ack'",
     );
@@ -349,7 +281,7 @@ fn window_size_sampling_and_model_swaps_apply_without_a_restart() {
 
     // The readings the generator emitted: all of them before the sampling switch, then
     // every other one of each device (50 ms apart before, 100 ms after).
-    let raw = served.query("SELECT device, CAST(ts AS BIGINT) AS ts FROM raw ORDER BY device, ts");
+    let raw = served.sql("SELECT device, CAST(ts AS BIGINT) AS ts FROM raw ORDER BY device, ts");
     let mut by_device: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for r in &raw {
         by_device
@@ -382,7 +314,7 @@ fn window_size_sampling_and_model_swaps_apply_without_a_restart() {
                 .or_default() += 1;
         }
     }
-    let fleet = served.query(
+    let fleet = served.sql(
         "SELECT device, CAST(window_start AS BIGINT) AS s, CAST(window_end AS BIGINT) AS e, count \
          FROM fleet ORDER BY device, s",
     );
@@ -418,18 +350,18 @@ fn a_threshold_detector_takes_a_new_bound_and_is_disabled_then_enabled() {
     let pipeline = dir.path().join("bounds.yaml");
     std::fs::write(&pipeline, BOUNDS).unwrap();
     // 80 readings/s in real time: 8 s of event time.
-    let mut served = serve(&pipeline, &dir.path().join("data"), 640);
+    let served = serve_realtime(&pipeline, &dir.path().join("data"), 640);
     let (bound_at, off_at, on_at) = (START_MS + 2_000, START_MS + 4_000, START_MS + 5_000);
     for body in [
         serde_json::json!({"node": "high", "action": "set_threshold", "value": 0.25, "apply_at": bound_at}),
         serde_json::json!({"node": "high", "action": "disable", "apply_at": off_at}),
         serde_json::json!({"node": "high", "action": "enable", "apply_at": on_at}),
     ] {
-        let (status, issued) = post_control(&served.address, body);
+        let (status, issued) = post_control(&served.http, body);
         assert_eq!(status, 200, "{issued}");
     }
     served.wait_finished();
-    let acks = served.query(
+    let acks = served.sql(
         "SELECT action, status, CAST(applied_at AS BIGINT) AS applied_at \
          FROM edgeflow_control_log WHERE event = 'ack' ORDER BY applied_at",
     );
@@ -439,7 +371,7 @@ fn a_threshold_detector_takes_a_new_bound_and_is_disabled_then_enabled() {
         .iter()
         .map(|a| a["applied_at"].as_i64().unwrap())
         .collect();
-    let rows = served.query(
+    let rows = served.sql(
         "SELECT device, CAST(ts AS BIGINT) AS ts, value, reason IS NOT NULL AS exception \
          FROM checked ORDER BY device, ts",
     );

@@ -3,77 +3,14 @@
 //! must equal the embedded run's on the same input — with no fault, across a broker outage,
 //! across an edge and a cloud killed with SIGKILL — bad records go to the dead-letter topic,
 //! and a Kafka client that is not ours (Python's confluent-kafka) reads the topics.
-#![cfg(feature = "kafka")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-fn edgeflow() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_edgeflow"))
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-/// A tansu broker on a free port, storing its data under `dir`; stopped when dropped.
-struct Broker {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let broker = Broker {
-            dir: dir.join("broker"),
-            port,
-        };
-        broker.up();
-        broker
-    }
-
-    fn script(&self, command: &str) -> Output {
-        Command::new(repo("scripts/dev-broker"))
-            .args([command, "--port", &self.port.to_string(), "--dir"])
-            .arg(&self.dir)
-            .output()
-            .unwrap()
-    }
-
-    fn up(&self) {
-        let out = self.script("start");
-        assert!(
-            out.status.success(),
-            "dev-broker start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn down(&self) {
-        let out = self.script("stop");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.script("stop");
-    }
-}
+use crate::common::broker::Broker;
+use crate::common::{Running, edgeflow, free_port, text};
 
 /// Edges summarize per device and second and flag spikes; the cloud aggregates the
 /// summaries per site over 10 s windows (a cloud-side window, so the watermark across the
@@ -172,78 +109,14 @@ fn cloud(pipeline: &Path, data: &Path, broker: &Broker) -> Command {
     c
 }
 
-/// A child process whose stdout and stderr are drained by threads while it runs (a full
-/// pipe would otherwise block it: the cloud prints thousands of rows at the end).
-struct Running {
-    child: Child,
-    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
-    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
-}
-
-impl Drop for Running {
-    /// A test that fails must not leave processes behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes);
-        }
-        bytes
-    })
-}
-
-fn start(command: &mut Command) -> Running {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = Some(drain(child.stdout.take()));
-    let stderr = Some(drain(child.stderr.take()));
-    Running {
-        child,
-        stdout,
-        stderr,
-    }
-}
-
-/// Waits for a child with a deadline; its stdout, after checking it succeeded.
-fn finish(mut run: Running, what: &str, limit: Duration) -> String {
-    let started = Instant::now();
-    let mut timed_out = false;
-    while run.child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            let _ = run.child.kill();
-            timed_out = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = run.child.wait().unwrap();
-    let joined = |pipe: Option<std::thread::JoinHandle<Vec<u8>>>| {
-        pipe.map(|p| p.join().unwrap()).unwrap_or_default()
-    };
-    let stdout = joined(run.stdout.take());
-    let stderr = String::from_utf8_lossy(&joined(run.stderr.take())).into_owned();
-    assert!(
-        !timed_out,
-        "{what} did not finish within {limit:?}: {stderr}"
-    );
-    assert!(status.success(), "{what} failed: {stderr}");
-    String::from_utf8(stdout).unwrap()
-}
-
 const LIMIT: Duration = Duration::from_secs(240);
 
-fn sigkill(run: &mut Running) {
-    run.child.kill().unwrap(); // SIGKILL
-    run.child.wait().unwrap();
+/// Waits for a child that talks to `broker` (bounded: [`LIMIT`]); its stdout, after checking
+/// it succeeded. A timeout says whether the broker still answers.
+fn finish(broker: &Broker, run: Running, what: &str) -> String {
+    let out = broker.wait(run, what, LIMIT);
+    assert!(out.status.success(), "{what} failed: {}", text(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -259,24 +132,28 @@ fn two_edges_and_a_cloud_match_the_embedded_run() {
                        spool_frames IS NULL AS no_spool FROM edgeflow_edges ORDER BY topic, edge_id";
     let cloud_topics =
         "SELECT topic, frames_received > 0 AS received FROM edgeflow_topics ORDER BY topic";
-    let cloud_run =
-        start(cloud(&p, &data, &broker).args(["--query", cloud_edges, "--query", cloud_topics]));
+    let cloud_run = Running::start(cloud(&p, &data, &broker).args([
+        "--query",
+        cloud_edges,
+        "--query",
+        cloud_topics,
+    ]));
     let edge_edges = "SELECT topic, edge_id, side, ended, sequence = frames AS all_written, \
                       spool_frames, spool_bytes IS NOT NULL AS spool_bytes FROM edgeflow_edges ORDER BY topic";
-    let a = start(
+    let a = Running::start(
         edge(&p, &data, &broker, "a", "0/2", 40_000)
             .args(["--query", edge_edges, "--format", "csv"]),
     );
-    let b = start(&mut edge(&p, &data, &broker, "b", "1/2", 40_000));
-    let a_out = finish(a, "edge a", LIMIT);
+    let b = Running::start(&mut edge(&p, &data, &broker, "b", "1/2", 40_000));
+    let a_out = finish(&broker, a, "edge a");
     assert_eq!(
         a_out,
         "topic,edge_id,side,ended,all_written,spool_frames,spool_bytes\n\
          linkfleet.per_sec,a,producer,true,true,0,true\n\
          linkfleet.spikes,a,producer,true,true,0,true\n"
     );
-    finish(b, "edge b", LIMIT);
-    let out = finish(cloud_run, "cloud", LIMIT);
+    finish(&broker, b, "edge b");
+    let out = finish(&broker, cloud_run, "cloud");
     let system = "topic,edge_id,side,ended,all_applied,no_spool\n\
                   linkfleet.per_sec,a,consumer,true,true,true\n\
                   linkfleet.per_sec,b,consumer,true,true,true\n\
@@ -302,16 +179,16 @@ fn a_broker_outage_loses_nothing_and_counts_nothing_twice() {
     let expected = embedded(&p, dir.path(), events);
     let broker = Broker::start(dir.path());
     let data = dir.path().join("data");
-    let cloud_run = start(&mut cloud(&p, &data, &broker));
-    let a = start(&mut edge(&p, &data, &broker, "a", "0/2", events));
-    let b = start(&mut edge(&p, &data, &broker, "b", "1/2", events));
+    let cloud_run = Running::start(&mut cloud(&p, &data, &broker));
+    let a = Running::start(&mut edge(&p, &data, &broker, "a", "0/2", events));
+    let b = Running::start(&mut edge(&p, &data, &broker, "b", "1/2", events));
     std::thread::sleep(Duration::from_secs(1));
     broker.down();
     std::thread::sleep(Duration::from_secs(4));
     broker.up();
-    finish(a, "edge a", LIMIT);
-    finish(b, "edge b", LIMIT);
-    let out = finish(cloud_run, "cloud", LIMIT);
+    finish(&broker, a, "edge a");
+    finish(&broker, b, "edge b");
+    let out = finish(&broker, cloud_run, "cloud");
     assert_eq!(out, expected);
 }
 
@@ -323,18 +200,18 @@ fn a_killed_edge_and_a_killed_cloud_resume_exactly() {
     let expected = embedded(&p, dir.path(), events);
     let broker = Broker::start(dir.path());
     let data = dir.path().join("data");
-    let mut cloud_run = start(&mut cloud(&p, &data, &broker));
-    let mut a = start(&mut edge(&p, &data, &broker, "a", "0/2", events));
-    let b = start(&mut edge(&p, &data, &broker, "b", "1/2", events));
+    let mut cloud_run = Running::start(&mut cloud(&p, &data, &broker));
+    let mut a = Running::start(&mut edge(&p, &data, &broker, "a", "0/2", events));
+    let b = Running::start(&mut edge(&p, &data, &broker, "b", "1/2", events));
     std::thread::sleep(Duration::from_millis(1500));
-    sigkill(&mut a);
-    sigkill(&mut cloud_run);
+    a.kill();
+    cloud_run.kill();
     std::thread::sleep(Duration::from_millis(500));
-    let cloud_run = start(&mut cloud(&p, &data, &broker));
-    let a = start(&mut edge(&p, &data, &broker, "a", "0/2", events));
-    finish(a, "restarted edge a", LIMIT);
-    finish(b, "edge b", LIMIT);
-    let out = finish(cloud_run, "restarted cloud", LIMIT);
+    let cloud_run = Running::start(&mut cloud(&p, &data, &broker));
+    let a = Running::start(&mut edge(&p, &data, &broker, "a", "0/2", events));
+    finish(&broker, a, "restarted edge a");
+    finish(&broker, b, "edge b");
+    let out = finish(&broker, cloud_run, "restarted cloud");
     assert_eq!(out, expected);
 }
 
@@ -435,12 +312,16 @@ fn bad_records_go_to_the_dead_letter_topic_and_python_reads_plain_kafka() {
     let broker = Broker::start(dir.path());
     let data = dir.path().join("data");
     // The edges first, so the topics exist; then the poison; then the cloud.
-    let a = start(&mut edge(&p, &data, &broker, "a", "0/2", 20_000));
-    let b = start(&mut edge(&p, &data, &broker, "b", "1/2", 20_000));
-    finish(a, "edge a", LIMIT);
-    finish(b, "edge b", LIMIT);
+    let a = Running::start(&mut edge(&p, &data, &broker, "a", "0/2", 20_000));
+    let b = Running::start(&mut edge(&p, &data, &broker, "b", "1/2", 20_000));
+    finish(&broker, a, "edge a");
+    finish(&broker, b, "edge b");
     send_bad_records(&broker, "linkfleet.per_sec");
-    let out = finish(start(&mut cloud(&p, &data, &broker)), "cloud", LIMIT);
+    let out = finish(
+        &broker,
+        Running::start(&mut cloud(&p, &data, &broker)),
+        "cloud",
+    );
     // The cloud kept going: its tables are still exactly right.
     assert_eq!(out, expected);
     let letters = std::fs::read_to_string(data.join("linkfleet/dead_letter.jsonl")).unwrap();
@@ -541,8 +422,14 @@ fn run_python(python: &Path, script: &str, args: &[&str]) -> Output {
 }
 
 /// A Python that can `import confluent_kafka`, installing it from PyPI into a venv under the
-/// target directory when needed.
+/// target directory when needed; once per test process (two tests creating the venv at the
+/// same time would race).
 fn python_with_confluent_kafka() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(find_or_install_python).clone()
+}
+
+fn find_or_install_python() -> PathBuf {
     let has = |python: &Path| {
         Command::new(python)
             .args(["-c", "import confluent_kafka"])
@@ -649,8 +536,7 @@ nodes:
     )
     .unwrap();
     let data = dir.path().join("data");
-    let table = finish(
-        start(
+    let table = finish(&broker, Running::start(
             edgeflow()
                 .args(["run", p.to_str().unwrap(), "--quiet", "--format", "csv"])
                 .args(["--events", "750", "--query"])
@@ -658,10 +544,7 @@ nodes:
                 .arg("--data-dir")
                 .arg(&data)
                 .env("TEST_BROKERS", broker.address()),
-        ),
-        "edgeflow run with kafka nodes",
-        LIMIT,
-    );
+        ), "edgeflow run with kafka nodes");
     let mut want = String::from("device,start,count,sum\n");
     for ((device, start), (count, sum)) in &expected {
         want.push_str(&format!("{device},{start},{count},{sum}\n"));
@@ -717,14 +600,6 @@ nodes:
   alerts:  { kind: table, inputs: [spikes] }
 "#;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn http(address: &str, path: &str, body: Option<&str>) -> Option<String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -738,18 +613,6 @@ fn http(address: &str, path: &str, body: Option<&str>) -> Option<String> {
     };
     let text = response.body_mut().read_to_string().ok()?;
     (response.status() == 200).then_some(text)
-}
-
-/// Polls `probe` every 100 ms until it returns Some (bounded by `limit`).
-fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn control_metric(metrics: &str, event: &str) -> u64 {
@@ -769,7 +632,7 @@ fn a_control_record_reaches_the_edge_is_acknowledged_and_not_reapplied_after_a_r
     let broker = Broker::start(dir.path());
     let data = dir.path().join("data");
     let cloud_address = format!("127.0.0.1:{}", free_port());
-    let _cloud = start(
+    let _cloud = Running::start(
         edgeflow()
             .args(["cloud", p.to_str().unwrap(), "--serve", "--quiet"])
             .args(["--listen", &cloud_address, "--pg-listen", "off"])
@@ -777,11 +640,11 @@ fn a_control_record_reaches_the_edge_is_acknowledged_and_not_reapplied_after_a_r
             .arg("--data-dir")
             .arg(dir.path().join("cloud")),
     );
-    eventually("the cloud to serve", LIMIT, || {
+    broker.eventually("the cloud to serve", LIMIT, || {
         http(&cloud_address, "/health", None)
     });
     // 80 readings/s in real time for 10 s of event time.
-    let edge_run = start(edge(&p, &data, &broker, "a", "0/1", 800).arg("--realtime"));
+    let edge_run = Running::start(edge(&p, &data, &broker, "a", "0/1", 800).arg("--realtime"));
 
     let apply_at = 1_767_225_600_000i64 + 2_000;
     let sent = edgeflow()
@@ -806,7 +669,7 @@ fn a_control_record_reaches_the_edge_is_acknowledged_and_not_reapplied_after_a_r
         "SELECT edge_id, status, CAST(applied_at AS BIGINT) AS applied_at, detail \
          FROM edgeflow_control_log WHERE id = '{id}' AND event = 'ack'"
     );
-    let acks = eventually("the acknowledgement", LIMIT, || {
+    let acks = broker.eventually("the acknowledgement", LIMIT, || {
         let text = http(&cloud_address, "/sql", Some(&ack_query))?;
         let rows: Vec<serde_json::Value> = serde_json::from_str(&text).ok()?;
         (!rows.is_empty()).then_some(rows)
@@ -819,21 +682,21 @@ fn a_control_record_reaches_the_edge_is_acknowledged_and_not_reapplied_after_a_r
         (apply_at..apply_at + 50).contains(&applied_at),
         "{applied_at}"
     );
-    finish(edge_run, "edge a", LIMIT);
+    finish(&broker, edge_run, "edge a");
     let applied =
         std::fs::read_to_string(data.join("ctlfleet/edge-a/control_applied.txt")).unwrap();
     assert_eq!(applied.lines().collect::<Vec<_>>(), vec![id.as_str()]);
 
     // Restart the edge, serving its metrics: it reads the record again and skips it.
     let edge_address = format!("127.0.0.1:{}", free_port());
-    let _restarted = start(edge(&p, &data, &broker, "a", "0/1", 800).args([
+    let _restarted = Running::start(edge(&p, &data, &broker, "a", "0/1", 800).args([
         "--serve",
         "--listen",
         &edge_address,
         "--pg-listen",
         "off",
     ]));
-    let metrics = eventually("the restarted edge to read the record", LIMIT, || {
+    let metrics = broker.eventually("the restarted edge to read the record", LIMIT, || {
         let metrics = http(&edge_address, "/metrics", None)?;
         (control_metric(&metrics, "duplicate") >= 1).then_some(metrics)
     });

@@ -13,7 +13,9 @@ use arrow::datatypes::{Float64Type, Int64Type};
 use edgeflow::metrics::Metrics;
 use edgeflow::plan;
 use edgeflow::runtime::{self, RunContext, RunOptions};
-use edgeflow::sql::{QueryEngine, QueryResult};
+use edgeflow::sql::QueryEngine;
+
+use crate::common::embedded::query;
 
 const PIPELINE: &str = r#"
 pipeline: drift-loop
@@ -43,13 +45,6 @@ nodes:
   raw: { kind: table, inputs: [sensors] }
   exceptions: { kind: table, inputs: [spikes] }
 "#;
-
-fn query(engine: &QueryEngine, sql: &str) -> QueryResult {
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(engine.query(sql))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
 
 fn single_i64(engine: &QueryEngine, sql: &str) -> i64 {
     let r = query(engine, sql);

@@ -3,13 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
-use edgeflow::metrics::Metrics;
-use edgeflow::plan;
-use edgeflow::runtime::{self, RunContext, RunOptions, RunReport};
-use edgeflow::sql::{QueryEngine, ResultFormat, encode_result};
+use edgeflow::runtime::RunReport;
+use edgeflow::sql::{ResultFormat, encode_result};
 use rand::{RngExt, SeedableRng};
+
+use crate::common::embedded::{query, run_embedded};
 
 const T0: i64 = 1_700_000_000_000;
 const DISORDER_MS: i64 = 300;
@@ -136,25 +135,12 @@ nodes:
 }
 
 fn run(dir: &Path, workers: usize, batch_rows: usize) -> (RunReport, String) {
-    let plan =
-        Arc::new(plan::load_plan(&dir.join("oracle.yaml")).unwrap_or_else(|d| panic!("{d}")));
-    let options = RunOptions {
-        workers,
-        batch_rows,
-        data_dir: dir.join(format!("data-{workers}-{batch_rows}")),
-        ..RunOptions::default()
-    };
-    let catalog = Arc::new(runtime::catalog_for(&plan, workers));
-    let ctx = RunContext::new(&plan, &options.data_dir, Metrics::new(), catalog.clone()).unwrap();
-    let report = runtime::run_embedded(plan, &options, ctx).unwrap();
-    let engine = QueryEngine::new(catalog);
-    let tokio = tokio::runtime::Runtime::new().unwrap();
-    let result = tokio
-        .block_on(engine.query(
-            "SELECT device, CAST(window_start AS BIGINT) AS start, count, sum, min, max, mean \
-             FROM windows ORDER BY device, start",
-        ))
-        .unwrap();
+    let (report, engine) = run_embedded(&dir.join("oracle.yaml"), workers, batch_rows);
+    let result = query(
+        &engine,
+        "SELECT device, CAST(window_start AS BIGINT) AS start, count, sum, min, max, mean \
+         FROM windows ORDER BY device, start",
+    );
     let csv = String::from_utf8(encode_result(&result, ResultFormat::Csv).unwrap()).unwrap();
     (report, csv)
 }

@@ -3,11 +3,11 @@
 //! checked against what the pipeline must have done (known event counts, window counts,
 //! the embedded producers of each worker).
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::common::served::{Served, serve};
+use crate::common::{block_on, postgres, psql, text, write_pipeline};
 
 const EVENTS: u64 = 60_000;
 const DEVICES: u64 = 30;
@@ -37,194 +37,44 @@ fn expected_windows(events: u64) -> u64 {
     series * (events / series / RATE_PER_SECOND)
 }
 
-/// A served instance (HTTP and Postgres protocol on ports the OS picked), killed on drop.
-struct Served {
-    child: Child,
-    http: String,
-    pg_port: u16,
-    stderr: Receiver<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Served {
-    /// Waits (at most 120 s) for a stderr line containing `text`.
-    fn wait_for(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        // Bounded: 120 s.
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => panic!("no line with {text:?} within 120 s"),
-                Err(RecvTimeoutError::Disconnected) => panic!("edgeflow exited before {text:?}"),
-            }
-        }
-    }
-}
-
-/// Starts `edgeflow run --serve` on the pipeline and returns once both servers listen.
-fn serve(events: u64, realtime: bool) -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("sys.yaml");
-    std::fs::write(&file, pipeline(events)).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
-    command
-        .args(["run", file.to_str().unwrap(), "--quiet"])
-        .args(["--workers", &WORKERS.to_string()])
-        .args(["--serve", "--listen", "127.0.0.1:0"])
-        .args(["--pg-listen", "127.0.0.1:0"])
-        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
+/// Starts `edgeflow run --serve` on the pipeline, data under `dir`, and returns once both
+/// servers listen.
+fn serve_pipeline(dir: &Path, events: u64, realtime: bool) -> Served {
+    let file = write_pipeline(dir, "sys.yaml", &pipeline(events));
+    let workers = WORKERS.to_string();
+    let mut args = vec!["--workers", &workers];
     if realtime {
-        command.arg("--realtime");
+        args.push("--realtime");
     }
-    let mut child = command.spawn().unwrap();
-    let (tx, stderr) = channel();
-    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let (mut http, mut pg_port) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Bounded: 60 s.
-    while http.is_none() || pg_port.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = stderr
-            .recv_timeout(left)
-            .unwrap_or_else(|e| panic!("the servers did not come up: {e}"));
-        if let Some(rest) = line.split("http://").nth(1) {
-            http = rest.split('/').next().map(str::to_string);
-        }
-        if let Some(rest) = line.split("Postgres protocol on ").nth(1) {
-            let address = rest.split_whitespace().next().unwrap_or_default();
-            pg_port = address.rsplit(':').next().and_then(|p| p.parse().ok());
-        }
-    }
-    Served {
-        child,
-        http: http.unwrap(),
-        pg_port: pg_port.unwrap(),
-        stderr,
-        _dir: dir,
-    }
+    serve(&file, &dir.join("data"), &args)
 }
 
-/// `psql -X -A -t -c SQL` against the served instance: its stdout, killed after 60 s.
-fn psql(served: &Served, sql: &str) -> String {
-    let psql = Path::new("/usr/bin/psql");
+/// `psql -X -A -t -c SQL` against the served instance: its stdout, after checking it
+/// succeeded.
+fn psql_rows(served: &Served, sql: &str) -> String {
+    let output = psql(served.pg_port, &["-c", sql]);
     assert!(
-        psql.exists(),
-        "/usr/bin/psql is missing: install Debian's postgresql-client (CI does, in .ci/run)"
+        output.status.success(),
+        "psql -c {sql:?}: {}",
+        text(&output.stderr)
     );
-    let mut child = Command::new(psql)
-        .args(["-X", "-A", "-t", "-w", "-h", "127.0.0.1"])
-        .args(["-p", &served.pg_port.to_string()])
-        .args(["-U", "edgeflow", "-d", "edgeflow", "-c", sql])
-        .env_remove("PGPASSWORD")
-        .env_remove("PGSERVICE")
-        .env("PGCONNECT_TIMEOUT", "10")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).map(|_| text)
-    });
-    let started = Instant::now();
-    // Bounded: 60 s in steps of 20 ms.
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "psql did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut errors = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut errors)
-        .unwrap();
-    assert!(status.success(), "psql -c {sql:?}: {errors}");
-    out.join().unwrap().unwrap()
-}
-
-/// `POST /sql` with JSON rows back.
-fn http_rows(served: &Served, sql: &str) -> Vec<serde_json::Value> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let mut response = agent
-        .post(&format!("http://{}/sql", served.http))
-        .send(sql)
-        .unwrap();
-    let body = response.body_mut().read_to_string().unwrap();
-    match serde_json::from_str(&body).unwrap() {
-        serde_json::Value::Array(rows) => rows,
-        other => panic!("not JSON rows: {other}"),
-    }
-}
-
-async fn postgres(port: u16) -> tokio_postgres::Client {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let (client, connection) = tokio_postgres::Config::new()
-        .user("edgeflow")
-        .dbname("edgeflow")
-        .connect_raw(stream, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            tokio::time::timeout(Duration::from_secs(120), future)
-                .await
-                .expect("the Postgres client did not finish within 120 s")
-        })
+    text(&output.stdout)
 }
 
 #[test]
 fn system_tables_count_what_a_finished_run_did() {
-    let served = serve(EVENTS, false);
-    served.wait_for("still serving");
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve_pipeline(dir.path(), EVENTS, false);
+    served.wait_finished();
     let windows = expected_windows(EVENTS);
 
     // psql: the node counters against the known event and window counts.
-    let nodes = psql(
+    let nodes = psql_rows(
         &served,
         "SELECT node, kind, placement, events_in, events_out, errors, dead_letters, late_events, \
          finished, lag_ms, watermark IS NULL FROM edgeflow_nodes",
     );
-    let exceptions: u64 = psql(&served, "SELECT count(*) FROM exceptions")
+    let exceptions: u64 = psql_rows(&served, "SELECT count(*) FROM exceptions")
         .trim()
         .parse()
         .unwrap();
@@ -241,7 +91,7 @@ fn system_tables_count_what_a_finished_run_did() {
     assert_eq!(nodes, expected);
     // The table rows agree with the table node's input, in one statement.
     assert_eq!(
-        psql(
+        psql_rows(
             &served,
             "SELECT t.rows, t.finished, t.frontier IS NULL, (SELECT count(*) FROM fleet) \
              FROM edgeflow_tables t WHERE t.name = 'fleet'"
@@ -251,8 +101,7 @@ fn system_tables_count_what_a_finished_run_did() {
 
     // HTTP: one consumer-side row per (topic, embedded producer = worker); frames add up to
     // what the topic sent.
-    let edges = http_rows(
-        &served,
+    let edges = served.sql(
         "SELECT topic, edge_id, side, ended, frames, duplicates, sequence, \
          last_seen IS NOT NULL AS seen, spool_frames IS NULL AS no_spool \
          FROM edgeflow_edges ORDER BY topic, edge_id",
@@ -282,8 +131,7 @@ fn system_tables_count_what_a_finished_run_did() {
         // Every frame was applied once, in order: the last sequence is the frame count.
         assert_eq!(row["sequence"], row["frames"], "{row}");
     }
-    let topics = http_rows(
-        &served,
+    let topics = served.sql(
         "SELECT topic, stream, producer, consumers, frames, frames_received, duplicates, \
          raw_bytes > 0 AS has_raw, bytes > 0 AS has_bytes FROM edgeflow_topics ORDER BY topic",
     );
@@ -308,8 +156,8 @@ fn system_tables_count_what_a_finished_run_did() {
     }
 
     // tokio-postgres: typed columns (int8, timestamp, bool) through the extended protocol.
-    block_on(async {
-        let client = postgres(served.pg_port).await;
+    block_on(Duration::from_secs(120), async {
+        let (client, _connection) = postgres(served.pg_port).await;
         let row = client
             .query_one(
                 "SELECT events_out, finished, lag_ms FROM edgeflow_nodes WHERE node = 'sensors'",
@@ -371,10 +219,11 @@ fn system_tables_count_what_a_finished_run_did() {
 fn a_running_pipeline_shows_lag_and_the_frontier_each_query_read() {
     // 20 s of event time, paced in real time: the queries run while it ingests.
     let events = DEVICES * SENSORS * RATE_PER_SECOND * 20;
-    let served = serve(events, true);
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve_pipeline(dir.path(), events, true);
     let series = (DEVICES * SENSORS) as i64;
-    let observed = block_on(async {
-        let client = postgres(served.pg_port).await;
+    let observed = block_on(Duration::from_secs(120), async {
+        let (client, _connection) = postgres(served.pg_port).await;
         let mut frontiers = Vec::new();
         let mut watermarks = Vec::new();
         // Bounded: 200 polls, 100 ms apart; stops once 3 snapshots with different non-zero
@@ -447,8 +296,7 @@ fn a_running_pipeline_shows_lag_and_the_frontier_each_query_read() {
         "the window's watermark moves forward: {watermarks:?}"
     );
     // HTTP sees the same running pipeline: the embedded producers, not yet ended.
-    let edges = http_rows(
-        &served,
+    let edges = served.sql(
         "SELECT edge_id, ended FROM edgeflow_edges WHERE topic = 'sys.per_sec' ORDER BY edge_id",
     );
     assert_eq!(edges.len(), WORKERS, "{edges:?}");

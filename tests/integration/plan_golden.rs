@@ -1,10 +1,12 @@
 //! Golden plan tests: every `tests/plans/*.yaml` is compiled; a valid file's `render_text()` is
 //! compared with `<name>.plan`, an invalid file's diagnostics with `<name>.errors`.
-//! `UPDATE_GOLDEN=1 cargo test --test plan_golden` rewrites the expectations.
+//! `UPDATE_GOLDEN=1 cargo test --test integration plan_golden` rewrites the expectations.
 
 use std::path::{Path, PathBuf};
 
 use edgeflow::plan;
+
+use crate::common::repo;
 
 fn env(name: &str) -> Option<String> {
     // A fixed environment, so the golden files do not depend on the machine.
@@ -30,7 +32,7 @@ fn render(path: &Path) -> (String, &'static str) {
 
 #[test]
 fn golden_plans() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plans");
+    let dir = repo("tests/plans");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut specs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("tests/plans exists")

@@ -11,8 +11,10 @@ use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
 use edgeflow::metrics::Metrics;
 use edgeflow::plan;
 use edgeflow::runtime::{self, RunContext, RunOptions};
-use edgeflow::sql::{QueryEngine, QueryResult};
+use edgeflow::sql::QueryEngine;
 use rand::{RngExt, SeedableRng};
+
+use crate::common::embedded::{query, run_embedded};
 
 const T0: i64 = 1_700_000_000_000;
 const MINUTE: i64 = 60_000;
@@ -163,26 +165,9 @@ nodes:
   totals_view: { kind: table, inputs: [device_totals] }
 "#;
 
-fn query(engine: &QueryEngine, sql: &str) -> QueryResult {
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(engine.query(sql))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
+/// Runs `dir/pipeline.yaml` to its end; an engine over its tables.
 fn run(dir: &Path, workers: usize, batch_rows: usize) -> QueryEngine {
-    let plan =
-        Arc::new(plan::load_plan(&dir.join("pipeline.yaml")).unwrap_or_else(|d| panic!("{d}")));
-    let options = RunOptions {
-        workers,
-        batch_rows,
-        data_dir: dir.join(format!("data-{workers}-{batch_rows}")),
-        ..RunOptions::default()
-    };
-    let catalog = Arc::new(runtime::catalog_for(&plan, workers));
-    let ctx = RunContext::new(&plan, &options.data_dir, Metrics::new(), catalog.clone()).unwrap();
-    runtime::run_embedded(plan, &options, ctx).unwrap();
-    QueryEngine::new(catalog)
+    run_embedded(&dir.join("pipeline.yaml"), workers, batch_rows).1
 }
 
 /// The line view computed from scratch: (line, window start) -> (count, sum, max, mean,

@@ -1,11 +1,10 @@
 //! Every pipeline in `pipelines/` is validated and run (briefly) by the real binary.
 
-use std::path::Path;
-use std::process::Command;
+use crate::common::{edgeflow, repo};
 
 #[test]
 fn every_example_pipeline_validates_and_runs() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let dir = repo("pipelines");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -18,18 +17,14 @@ fn every_example_pipeline_validates_and_runs() {
     );
     for file in files {
         let data = tempfile::tempdir().unwrap();
-        let validate = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
-            .arg("validate")
-            .arg(&file)
-            .output()
-            .unwrap();
+        let validate = edgeflow().arg("validate").arg(&file).output().unwrap();
         assert!(
             validate.status.success(),
             "{}: {}",
             file.display(),
             String::from_utf8_lossy(&validate.stderr)
         );
-        let run = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+        let run = edgeflow()
             .arg("run")
             .arg(&file)
             .args(["--events", "40000", "--workers", "2", "--quiet"])

@@ -1,17 +1,11 @@
 //! The real `edgeflow` binary: run, validate, graph, and sql against a served instance.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-fn edgeflow() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_edgeflow"))
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use crate::common::served::serve;
+use crate::common::{Running, SMALL_FLEET, edgeflow, repo, write_pipeline};
 
 fn text(output: &Output) -> (String, String) {
     (
@@ -19,20 +13,6 @@ fn text(output: &Output) -> (String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
-
-fn write_pipeline(dir: &Path, name: &str, yaml: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
-const SMALL_FLEET: &str = r#"
-pipeline: small
-nodes:
-  sensors: { kind: generator, devices: 30, sites: 3, sensors: [vibration, temperature], rate_per_device: 10/s, seed: 3 }
-  per_sec: { kind: window, inputs: [sensors], key: [site, device, sensor], size: 1s, aggregates: [count, mean] }
-  fleet:   { kind: table, inputs: [per_sec] }
-"#;
 
 #[test]
 fn run_with_query_counts_every_generated_event_exactly_once() {
@@ -76,23 +56,14 @@ fn a_realtime_run_ends_when_its_events_are_produced() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = write_pipeline(dir.path(), "small.yaml", SMALL_FLEET);
     let started = Instant::now();
-    let mut child = edgeflow()
-        .args(["run", pipeline.to_str().unwrap(), "--realtime", "--quiet"])
-        .args(["--events", "600", "--format", "csv"])
-        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-        .args(["--query", "SELECT sum(count) AS events FROM fleet"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("a 1 s real-time run did not end within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
+    let output = Running::start(
+        edgeflow()
+            .args(["run", pipeline.to_str().unwrap(), "--realtime", "--quiet"])
+            .args(["--events", "600", "--format", "csv"])
+            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+            .args(["--query", "SELECT sum(count) AS events FROM fleet"]),
+    )
+    .wait("a 1 s real-time run", Duration::from_secs(60));
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
     assert_eq!(stdout, "events\n600\n", "{stderr}");
@@ -151,74 +122,18 @@ fn graph_shows_the_cut_with_topic_names_in_every_format() {
     }
 }
 
-/// A served instance, killed on drop.
-struct Served {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(pipeline: &Path, data_dir: &Path) -> Served {
-    let mut child = edgeflow()
-        .args([
-            "run",
-            pipeline.to_str().unwrap(),
-            "--events",
-            "60000",
-            "--serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--pg-listen",
-            "127.0.0.1:0",
-            "--quiet",
-        ])
-        .args(["--data-dir", data_dir.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut address = None;
-    let mut finished = false;
-    // Bounded: at most 100 lines and 60 s.
-    for _ in 0..100 {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(rest) = line.split("http://").nth(1) {
-            address = Some(rest.split('/').next().unwrap().to_string());
-        }
-        if line.contains("still serving") {
-            finished = true;
-            break;
-        }
-        assert!(Instant::now() < deadline, "server did not come up");
-    }
-    assert!(finished, "pipeline did not finish");
-    std::thread::spawn(move || for _ in lines {});
-    Served {
-        child,
-        address: address.expect("no serving address printed"),
-    }
-}
-
 #[test]
 fn sql_client_and_http_endpoint_answer_a_served_instance() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = write_pipeline(dir.path(), "small.yaml", SMALL_FLEET);
-    let served = serve(&pipeline, &dir.path().join("data"));
+    let served = serve(&pipeline, &dir.path().join("data"), &["--events", "60000"]);
+    served.wait_finished();
 
     let output = edgeflow()
         .args([
             "sql",
             "--server",
-            &served.address,
+            &served.http,
             "SELECT sensor, sum(count) AS n FROM fleet GROUP BY sensor ORDER BY sensor",
         ])
         .output()
@@ -237,7 +152,7 @@ fn sql_client_and_http_endpoint_answer_a_served_instance() {
     assert_eq!(stdout, expected);
 
     let bad = edgeflow()
-        .args(["sql", "--server", &served.address, "SELECT nope FROM fleet"])
+        .args(["sql", "--server", &served.http, "SELECT nope FROM fleet"])
         .output()
         .unwrap();
     assert!(!bad.status.success());
@@ -247,7 +162,7 @@ fn sql_client_and_http_endpoint_answer_a_served_instance() {
         .http_status_as_error(false)
         .build()
         .into();
-    let base = format!("http://{}", served.address);
+    let base = format!("http://{}", served.http);
     let mut json = agent
         .post(&format!("{base}/sql"))
         .send("SELECT count(*) AS windows FROM fleet")
