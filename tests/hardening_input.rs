@@ -38,7 +38,13 @@ fn run_file_pipeline(dir: &Path, input: &Path) -> (u64, Vec<Value>) {
     .unwrap();
     let data = dir.join("data");
     let output = edgeflow()
-        .args(["run", pipeline.to_str().unwrap(), "--quiet", "--format", "csv"])
+        .args([
+            "run",
+            pipeline.to_str().unwrap(),
+            "--quiet",
+            "--format",
+            "csv",
+        ])
         .args(["--data-dir", data.to_str().unwrap()])
         .args(["--query", "SELECT count(*) AS n FROM kept"])
         .output()
@@ -67,8 +73,12 @@ fn an_over_long_line_is_one_dead_letter_and_the_rows_after_it_are_kept() {
         (
             "in.jsonl",
             "",
-            (|i: usize| format!("{{\"ts\": {i}, \"device\": \"d{}\", \"value\": 1.5}}\n", i % 7))
-                as fn(usize) -> String,
+            (|i: usize| {
+                format!(
+                    "{{\"ts\": {i}, \"device\": \"d{}\", \"value\": 1.5}}\n",
+                    i % 7
+                )
+            }) as fn(usize) -> String,
         ),
         ("in.csv", "ts,device,value\n", |i: usize| {
             format!("{i},d{},1.5\n", i % 7)
@@ -317,15 +327,22 @@ fn hostile_control_records_are_refused_and_the_edge_keeps_running() {
         assert_eq!(refused["error"].as_str().unwrap(), error);
     }
 
-    let swap = |path: &str, at: i64| {
-        serde_json::json!({"node": "scored", "action": "swap_model", "model": {"path": path}, "apply_at": START_MS + at})
-    };
+    let swap = |path: &str, at: i64| serde_json::json!({"node": "scored", "action": "swap_model", "model": {"path": path}, "apply_at": START_MS + at});
     let mut refused_ids = BTreeMap::new();
     for (path, reason) in [
-        ("/dev/urandom", "model /dev/urandom is not a regular file".to_string()),
-        ("/etc/passwd", "resolves to /etc/passwd, outside the pipeline's directory".into()),
+        (
+            "/dev/urandom",
+            "model /dev/urandom is not a regular file".to_string(),
+        ),
+        (
+            "/etc/passwd",
+            "resolves to /etc/passwd, outside the pipeline's directory".into(),
+        ),
         ("../outside.bpk", "outside the pipeline's directory".into()),
-        ("../../../../etc/passwd", "outside the pipeline's directory".into()),
+        (
+            "../../../../etc/passwd",
+            "outside the pipeline's directory".into(),
+        ),
         (
             "models/huge.bpk",
             "is 100000000 bytes, larger than the 67108864-byte bound".into(),
@@ -371,10 +388,10 @@ fn hostile_control_records_are_refused_and_the_edge_keeps_running() {
     let past_ack = ack(&past);
     assert_eq!(past_ack["status"], "applied", "{past_ack}");
     assert!(
-        past_ack["detail"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("apply_at {} was already past when the record arrived", START_MS + 100)),
+        past_ack["detail"].as_str().unwrap().contains(&format!(
+            "apply_at {} was already past when the record arrived",
+            START_MS + 100
+        )),
         "{past_ack}"
     );
     let sampled = ack(&sampling);

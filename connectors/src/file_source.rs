@@ -34,8 +34,7 @@ use serde_json::Value;
 
 use crate::error::{ConnectorError, Result};
 use crate::line_reader::{
-    CsvRead, CsvRecords, DEFAULT_MAX_LINE_BYTES, LineReader, sample_text, too_long_reason,
-    trim_eol,
+    CsvRead, CsvRecords, DEFAULT_MAX_LINE_BYTES, LineReader, sample_text, too_long_reason, trim_eol,
 };
 use crate::text::parse_timestamp_ms;
 
@@ -131,7 +130,9 @@ enum Reader {
         /// How many fields every record must have.
         width: usize,
     },
-    JsonLines { reader: LineReader<BufReader<File>> },
+    JsonLines {
+        reader: LineReader<BufReader<File>>,
+    },
 }
 
 /// A CSV or JSON-lines file read as batches of a schema; see the module docs.
@@ -435,7 +436,11 @@ impl FileSource {
                     if let Some(length) = line.too_long {
                         consumed += 1;
                         let reason = too_long_reason(length, reader.max());
-                        letters.push(dead(reason, sample_text(&line.bytes).as_bytes(), line.number));
+                        letters.push(dead(
+                            reason,
+                            sample_text(&line.bytes).as_bytes(),
+                            line.number,
+                        ));
                         continue;
                     }
                     let text = trim_eol(&line.bytes);
@@ -574,9 +579,7 @@ impl RecordDecoder {
                     match read {
                         CsvRead::Record { raw, .. } => {
                             match convert_csv(fields, &columns, fields.len(), &record) {
-                                Ok(cells) => {
-                                    append_row(&mut self.builders, &mut self.rows, &cells)
-                                }
+                                Ok(cells) => append_row(&mut self.builders, &mut self.rows, &cells),
                                 Err(reason) => rejected.push((reason, lossy(&raw))),
                             }
                         }
@@ -995,7 +998,10 @@ not json
         assert!(arrow_decoder.push(&ipc(&good)).is_empty());
         let other = good.project(&[0, 1]).unwrap();
         let bad = arrow_decoder.push(&ipc(&other));
-        assert!(bad[0].0.starts_with("schema mismatch: expected ("), "{bad:?}");
+        assert!(
+            bad[0].0.starts_with("schema mismatch: expected ("),
+            "{bad:?}"
+        );
         assert!(arrow_decoder.push(b"garbage").len() == 1);
         assert_eq!(arrow_decoder.finish().unwrap(), good);
     }

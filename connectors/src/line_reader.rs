@@ -66,12 +66,11 @@ impl<R: BufRead> LineReader<R> {
     /// The next line, `None` at the end of the input. An over-long line is consumed up to
     /// and including its newline while holding only a sample of it.
     pub fn next_line(&mut self) -> io::Result<Option<Line>> {
+        // Enough for a line of `max` bytes plus `\r\n`, and for a sample.
+        let limit = self.max.saturating_add(2).max(SAMPLE_BYTES);
         let mut bytes = Vec::new();
         let mut length: u64 = 0;
-        let mut too_long = false;
         let mut ended = false;
-        // The line with its `\n` may hold `max` bytes of content plus `\r\n`.
-        let keep_at_most = self.max.saturating_add(2);
         while !ended {
             let available = match self.inner.fill_buf() {
                 Ok(available) => available,
@@ -81,30 +80,25 @@ impl<R: BufRead> LineReader<R> {
             if available.is_empty() {
                 break;
             }
-            let chunk = match available.iter().position(|b| *b == b'\n') {
+            let n = match available.iter().position(|b| *b == b'\n') {
                 Some(i) => {
                     ended = true;
-                    &available[..=i]
+                    i + 1
                 }
-                None => available,
+                None => available.len(),
             };
-            let n = chunk.len();
             length += n as u64;
-            if !too_long {
-                bytes.extend_from_slice(chunk);
-                if bytes.len() > keep_at_most {
-                    too_long = true;
-                    bytes.truncate(SAMPLE_BYTES);
-                }
-            }
+            let room = limit - bytes.len();
+            bytes.extend_from_slice(&available[..n.min(room)]);
             self.inner.consume(n);
         }
         if length == 0 {
             return Ok(None);
         }
         self.line_no += 1;
-        if !too_long && trim_eol(&bytes).len() > self.max {
-            too_long = true;
+        // A line not held whole is longer than `limit >= max + 2` bytes.
+        let too_long = length > bytes.len() as u64 || trim_eol(&bytes).len() > self.max;
+        if too_long {
             bytes.truncate(SAMPLE_BYTES);
         }
         Ok(Some(Line {
@@ -283,7 +277,6 @@ impl<R: BufRead> CsvRecords<R> {
         }
         // A quote is open at the end of the line: read ahead until it closes.
         let mut joined = first.bytes.clone();
-        state = csv_scan(state, &first.bytes[trim_eol(&first.bytes).len()..]);
         let mut ahead: Vec<Line> = Vec::new();
         let failure = loop {
             let Some(line) = self.take_line()? else {
@@ -366,7 +359,11 @@ mod tests {
         assert_eq!(got[4], (5, b"12345".to_vec(), Some(5)));
     }
 
-    fn records(text: &str, width: Option<usize>, max: usize) -> Vec<Result<(u64, Vec<String>), (u64, String)>> {
+    fn records(
+        text: &str,
+        width: Option<usize>,
+        max: usize,
+    ) -> Vec<Result<(u64, Vec<String>), (u64, String)>> {
         let mut reader = CsvRecords::new(text.as_bytes(), max);
         let mut record = csv::ByteRecord::new();
         let mut out = Vec::new();

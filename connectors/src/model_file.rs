@@ -159,11 +159,17 @@ mod tests {
             b"inside"
         );
         let escape = refused(read_requested_model(&pipeline, "../secret", &none));
-        assert!(escape.contains("outside the pipeline's directory"), "{escape}");
+        assert!(
+            escape.contains("outside the pipeline's directory"),
+            "{escape}"
+        );
         assert!(escape.contains("EDGEFLOW_MODEL_DIR is not set"), "{escape}");
         for path in ["/etc/passwd", "/dev/urandom", "../../../../etc/passwd"] {
             let e = refused(read_requested_model(&pipeline, path, &none));
-            assert!(e.contains("outside the pipeline's directory"), "{path}: {e}");
+            assert!(
+                e.contains("outside the pipeline's directory"),
+                "{path}: {e}"
+            );
         }
         // A symbolic link inside the directory that points out is followed, then refused.
         std::os::unix::fs::symlink("/dev/urandom", pipeline.join("link.bpk")).unwrap();
@@ -190,7 +196,10 @@ mod tests {
         let e = refused(read_requested_model(&pipeline, "/dev/urandom", &dev));
         assert!(e.contains("is not a regular file"), "{e}");
         let missing = read_requested_model(&pipeline, "nope.bpk", &none).unwrap_err();
-        assert!(crate::error::chain(&missing).contains("nope.bpk"), "{missing}");
+        assert!(
+            crate::error::chain(&missing).contains("nope.bpk"),
+            "{missing}"
+        );
     }
 
     #[test]
@@ -214,7 +223,10 @@ mod tests {
             .unwrap()
             .set_len(MAX_MODEL_BYTES)
             .unwrap();
-        assert_eq!(read_model_file(&exact).unwrap().len() as u64, MAX_MODEL_BYTES);
+        assert_eq!(
+            read_model_file(&exact).unwrap().len() as u64,
+            MAX_MODEL_BYTES
+        );
         assert!(refused(read_model_file(dir.path())).contains("is not a regular file"));
         assert!(refused(read_model_file(Path::new("/dev/zero"))).contains("not a regular file"));
     }

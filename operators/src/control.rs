@@ -224,11 +224,9 @@ impl ControlAction {
     pub fn validate(&self) -> Result<()> {
         let refuse = |m: String| Err(OperatorError::User(m));
         match self {
-            ControlAction::SetThreshold { value } if !value.is_finite() || *value <= 0.0 => {
-                refuse(format!(
-                    "set_threshold {value}: a threshold must be a finite number > 0"
-                ))
-            }
+            ControlAction::SetThreshold { value } if !value.is_finite() || *value <= 0.0 => refuse(
+                format!("set_threshold {value}: a threshold must be a finite number > 0"),
+            ),
             ControlAction::SetWindowSize { size_ms }
                 if !(MIN_WINDOW_SIZE_MS..=MAX_WINDOW_SIZE_MS).contains(size_ms) =>
             {
@@ -792,8 +790,16 @@ mod tests {
             sampler.keep_rows(&batch.slice(cut, batch.num_rows() - cut)),
         ]
         .concat();
-        let devices = batch.column(0).as_any().downcast_ref::<StringArray>().unwrap();
-        let sensors = batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        let devices = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let sensors = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         let mut total: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
         let mut kept_per: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
         for (row, keep) in kept.iter().enumerate() {

@@ -927,8 +927,11 @@ impl ControlPort {
         if let Err(reason) = &outcome {
             tracing::warn!(id = %record.id, node = %record.node, %reason, "control record rejected");
         }
-        self.hub
-            .report(&record.id, self.worker, outcome.map(|d| (applied_at, self.queue.ack_detail(record, d))));
+        self.hub.report(
+            &record.id,
+            self.worker,
+            outcome.map(|d| (applied_at, self.queue.ack_detail(record, d))),
+        );
     }
 
     /// The node's input has ended: records still waiting can never apply; reject them.
