@@ -12,9 +12,15 @@
 //! A missing field, a JSON `null` and an empty CSV field are null. Extra JSON keys and extra
 //! CSV header columns are ignored. A record whose field does not convert becomes a dead letter
 //! with a reason such as `field "value": expected f64, got "abc"`.
+//!
+//! Bad input costs only itself (see [`crate::line_reader`]): a line longer than
+//! [`DEFAULT_MAX_LINE_BYTES`] (1 MiB; [`FileSource::set_max_line_bytes`]) is one dead letter
+//! holding a sample of it, skipped without being read into memory; a CSV quote that never
+//! closes into a record of the header's width is one dead letter for its line, and reading
+//! resumes at the next line.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,6 +33,9 @@ use edgeflow_operators::schema::{EventSchema, FieldType};
 use serde_json::Value;
 
 use crate::error::{ConnectorError, Result};
+use crate::line_reader::{
+    CsvRead, CsvRecords, DEFAULT_MAX_LINE_BYTES, LineReader, sample_text, too_long_reason, trim_eol,
+};
 use crate::text::parse_timestamp_ms;
 
 /// A file format, chosen from the file's extension or named in a pipeline.
@@ -112,41 +121,9 @@ impl FileSourceOptions {
     }
 }
 
-/// Keeps a copy of the bytes a CSV reader pulls, so a rejected record's raw text is available.
-struct Tee<R> {
-    inner: R,
-    kept: Vec<u8>,
-    /// File offset of `kept[0]`.
-    kept_from: u64,
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.kept.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-}
-
-impl<R> Tee<R> {
-    /// The bytes in `[from, to)` of the file (they must still be kept).
-    fn span(&self, from: u64, to: u64) -> &[u8] {
-        let lo = (from.saturating_sub(self.kept_from) as usize).min(self.kept.len());
-        let hi = (to.saturating_sub(self.kept_from) as usize).clamp(lo, self.kept.len());
-        &self.kept[lo..hi]
-    }
-
-    /// Forgets the bytes before `to`.
-    fn release(&mut self, to: u64) {
-        let n = (to.saturating_sub(self.kept_from) as usize).min(self.kept.len());
-        self.kept.drain(..n);
-        self.kept_from += n as u64;
-    }
-}
-
 enum Reader {
     Csv {
-        reader: csv::Reader<Tee<BufReader<File>>>,
+        reader: CsvRecords<BufReader<File>>,
         record: csv::ByteRecord,
         /// For each schema field, its column in a record (None: not in the file).
         columns: Vec<Option<usize>>,
@@ -154,9 +131,7 @@ enum Reader {
         width: usize,
     },
     JsonLines {
-        reader: BufReader<File>,
-        line: Vec<u8>,
-        line_no: u64,
+        reader: LineReader<BufReader<File>>,
     },
 }
 
@@ -301,12 +276,6 @@ fn cell_from_json<'a>(name: &str, ty: FieldType, value: &'a Value) -> Result<Cel
     })
 }
 
-/// Strips a trailing `\n` or `\r\n`.
-fn trim_eol(raw: &[u8]) -> &[u8] {
-    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
-    raw.strip_suffix(b"\r").unwrap_or(raw)
-}
-
 impl FileSource {
     /// Opens `opts.path` for the pipeline node `node`; for CSV with a header, reads the header.
     ///
@@ -331,49 +300,43 @@ impl FileSource {
         let buffered = BufReader::with_capacity(64 * 1024, file);
         let reader = match opts.format {
             FileFormat::Csv => {
-                let tee = Tee {
-                    inner: buffered,
-                    kept: Vec::new(),
-                    kept_from: 0,
-                };
-                let mut reader = csv::ReaderBuilder::new()
-                    .has_headers(false)
-                    .flexible(true)
-                    .from_reader(tee);
+                let mut reader = CsvRecords::new(buffered, DEFAULT_MAX_LINE_BYTES);
                 let mut record = csv::ByteRecord::new();
                 let fields = opts.schema.fields();
                 let (columns, width) = if opts.has_header {
-                    let found = reader
-                        .read_byte_record(&mut record)
-                        .map_err(|e| csv_error(&opts.path, e))?;
-                    if !found {
-                        (vec![None; fields.len()], 0)
-                    } else {
-                        let header: Vec<String> = record
-                            .iter()
-                            .map(|h| {
-                                let h = String::from_utf8_lossy(h);
-                                h.trim_start_matches('\u{feff}').trim().to_string()
-                            })
-                            .collect();
-                        let columns: Vec<Option<usize>> = fields
-                            .iter()
-                            .map(|(name, _)| header.iter().position(|h| h == name))
-                            .collect();
-                        if columns.iter().all(Option::is_none) {
-                            return Err(user(format!(
-                                "the header of {shown:?} ({}) names none of the schema's fields ({})",
-                                header.join(", "),
-                                opts.schema.names().collect::<Vec<_>>().join(", ")
-                            )));
+                    let header = reader
+                        .next_record(None, &mut record)
+                        .map_err(|e| ConnectorError::io("read", &opts.path, e))?;
+                    match header {
+                        None => (vec![None; fields.len()], 0),
+                        Some(CsvRead::Rejected { reason, .. }) => {
+                            return Err(user(format!("the header of {shown:?}: {reason}")));
                         }
-                        (columns, header.len())
+                        Some(CsvRead::Record { .. }) => {
+                            let header: Vec<String> = record
+                                .iter()
+                                .map(|h| {
+                                    let h = String::from_utf8_lossy(h);
+                                    h.trim_start_matches('\u{feff}').trim().to_string()
+                                })
+                                .collect();
+                            let columns: Vec<Option<usize>> = fields
+                                .iter()
+                                .map(|(name, _)| header.iter().position(|h| h == name))
+                                .collect();
+                            if columns.iter().all(Option::is_none) {
+                                return Err(user(format!(
+                                    "the header of {shown:?} ({}) names none of the schema's fields ({})",
+                                    header.join(", "),
+                                    opts.schema.names().collect::<Vec<_>>().join(", ")
+                                )));
+                            }
+                            (columns, header.len())
+                        }
                     }
                 } else {
                     ((0..fields.len()).map(Some).collect(), fields.len())
                 };
-                let end = reader.position().byte();
-                reader.get_mut().release(end);
                 Reader::Csv {
                     reader,
                     record,
@@ -382,9 +345,7 @@ impl FileSource {
                 }
             }
             FileFormat::JsonLines => Reader::JsonLines {
-                reader: buffered,
-                line: Vec::new(),
-                line_no: 0,
+                reader: LineReader::new(buffered, DEFAULT_MAX_LINE_BYTES),
             },
             FileFormat::Parquet => {
                 return Err(user(
@@ -400,6 +361,16 @@ impl FileSource {
             batch_rows: opts.batch_rows,
             reader,
         })
+    }
+
+    /// Sets the bound on a line (and on a CSV record spanning lines) for the records that
+    /// follow, bytes; the default is [`DEFAULT_MAX_LINE_BYTES`] (1 MiB). A longer line is one
+    /// dead letter and is skipped without being held in memory.
+    pub fn set_max_line_bytes(&mut self, max: usize) {
+        match &mut self.reader {
+            Reader::Csv { reader, .. } => reader.set_max(max),
+            Reader::JsonLines { reader } => reader.set_max(max),
+        }
     }
 
     /// The Arrow schema of the batches produced.
@@ -425,6 +396,7 @@ impl FileSource {
             raw: String::from_utf8_lossy(raw).into_owned(),
             location: format!("{}:{line}", self.path),
         };
+        let io_error = |e| ConnectorError::io("read", Path::new(&self.path), e);
         match &mut self.reader {
             Reader::Csv {
                 reader,
@@ -433,51 +405,45 @@ impl FileSource {
                 width,
             } => {
                 while consumed < self.batch_rows {
-                    let found = reader
-                        .read_byte_record(record)
-                        .map_err(|e| csv_error(Path::new(&self.path), e))?;
-                    if !found {
+                    let Some(read) = reader.next_record(Some(*width), record).map_err(io_error)?
+                    else {
                         break;
-                    }
+                    };
                     consumed += 1;
-                    let (start, line) = record.position().map_or((0, 0), |p| (p.byte(), p.line()));
-                    let end = reader.position().byte();
-                    let result = convert_csv(fields, columns, *width, record);
-                    match result {
-                        Ok(converted) => {
-                            for (b, c) in builders.iter_mut().zip(&converted) {
-                                b.append(c);
+                    match read {
+                        CsvRead::Record { line, raw } => {
+                            match convert_csv(fields, columns, *width, record) {
+                                Ok(converted) => {
+                                    for (b, c) in builders.iter_mut().zip(&converted) {
+                                        b.append(c);
+                                    }
+                                    rows += 1;
+                                }
+                                Err(reason) => letters.push(dead(reason, &raw, line)),
                             }
-                            rows += 1;
                         }
-                        Err(reason) => {
-                            let raw = reader.get_ref().span(start, end);
-                            // Blank lines skipped before the record belong to its span.
-                            let blank = raw.iter().take_while(|b| **b == b'\n' || **b == b'\r');
-                            let newlines = blank.clone().filter(|b| **b == b'\n').count();
-                            let skip = blank.count();
-                            let raw = trim_eol(&raw[skip..]);
-                            letters.push(dead(reason, raw, line + newlines as u64));
+                        CsvRead::Rejected { line, reason, raw } => {
+                            letters.push(dead(reason, raw.as_bytes(), line));
                         }
                     }
-                    reader.get_mut().release(end);
                 }
             }
-            Reader::JsonLines {
-                reader,
-                line,
-                line_no,
-            } => {
+            Reader::JsonLines { reader } => {
                 while consumed < self.batch_rows {
-                    line.clear();
-                    let n = reader
-                        .read_until(b'\n', line)
-                        .map_err(|e| ConnectorError::io("read", Path::new(&self.path), e))?;
-                    if n == 0 {
+                    let Some(line) = reader.next_line().map_err(io_error)? else {
                         break;
+                    };
+                    if let Some(length) = line.too_long {
+                        consumed += 1;
+                        let reason = too_long_reason(length, reader.max());
+                        letters.push(dead(
+                            reason,
+                            sample_text(&line.bytes).as_bytes(),
+                            line.number,
+                        ));
+                        continue;
                     }
-                    *line_no += 1;
-                    let text = trim_eol(line);
+                    let text = trim_eol(&line.bytes);
                     if text.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
@@ -491,7 +457,7 @@ impl FileSource {
                             }
                             rows += 1;
                         }
-                        Err(reason) => letters.push(dead(reason, text, *line_no)),
+                        Err(reason) => letters.push(dead(reason, text, line.number)),
                     }
                 }
             }
@@ -584,8 +550,15 @@ impl RecordDecoder {
         let lossy = |raw: &[u8]| String::from_utf8_lossy(raw).into_owned();
         match self.format {
             RecordFormat::JsonLines => {
-                for line in payload.split(|b| *b == b'\n') {
-                    let text = trim_eol(line);
+                let mut lines = LineReader::new(payload, DEFAULT_MAX_LINE_BYTES);
+                // Reading a byte slice cannot fail.
+                while let Ok(Some(line)) = lines.next_line() {
+                    if let Some(length) = line.too_long {
+                        let reason = too_long_reason(length, DEFAULT_MAX_LINE_BYTES);
+                        rejected.push((reason, sample_text(&line.bytes)));
+                        continue;
+                    }
+                    let text = trim_eol(&line.bytes);
                     if text.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
@@ -598,29 +571,19 @@ impl RecordDecoder {
                 }
             }
             RecordFormat::Csv => {
-                let mut reader = csv::ReaderBuilder::new()
-                    .has_headers(false)
-                    .flexible(true)
-                    .from_reader(payload);
+                let mut records = CsvRecords::new(payload, DEFAULT_MAX_LINE_BYTES);
                 let columns: Vec<Option<usize>> = (0..fields.len()).map(Some).collect();
                 let mut record = csv::ByteRecord::new();
-                loop {
-                    let start = reader.position().byte() as usize;
-                    match reader.read_byte_record(&mut record) {
-                        Ok(true) => {}
-                        Ok(false) => break,
-                        Err(e) => {
-                            rejected.push((format!("invalid CSV: {e}"), lossy(payload)));
-                            break;
+                // Reading a byte slice cannot fail.
+                while let Ok(Some(read)) = records.next_record(Some(fields.len()), &mut record) {
+                    match read {
+                        CsvRead::Record { raw, .. } => {
+                            match convert_csv(fields, &columns, fields.len(), &record) {
+                                Ok(cells) => append_row(&mut self.builders, &mut self.rows, &cells),
+                                Err(reason) => rejected.push((reason, lossy(&raw))),
+                            }
                         }
-                    }
-                    match convert_csv(fields, &columns, fields.len(), &record) {
-                        Ok(cells) => append_row(&mut self.builders, &mut self.rows, &cells),
-                        Err(reason) => {
-                            let end = (reader.position().byte() as usize).min(payload.len());
-                            let raw = trim_eol(&payload[start.min(end)..end]);
-                            rejected.push((reason, lossy(raw)));
-                        }
+                        CsvRead::Rejected { reason, raw, .. } => rejected.push((reason, raw)),
                     }
                 }
             }
@@ -635,28 +598,8 @@ impl RecordDecoder {
     fn decode_arrow(&self, payload: &[u8]) -> std::result::Result<Vec<RecordBatch>, String> {
         let reader = arrow::ipc::reader::StreamReader::try_new(payload, None)
             .map_err(|e| format!("not an Arrow IPC stream: {e}"))?;
-        let got = reader.schema();
         let expected = &self.arrow_schema;
-        let same = got.fields().len() == expected.fields().len()
-            && got
-                .fields()
-                .iter()
-                .zip(expected.fields())
-                .all(|(g, e)| g.name() == e.name() && g.data_type() == e.data_type());
-        if !same {
-            let show = |s: &arrow::datatypes::Schema| {
-                s.fields()
-                    .iter()
-                    .map(|f| format!("{}: {}", f.name(), f.data_type()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            return Err(format!(
-                "Arrow schema ({}) is not the node's schema ({})",
-                show(&got),
-                show(expected)
-            ));
-        }
+        crate::frame::check_schema(&reader.schema(), expected)?;
         reader
             .map(|batch| {
                 let batch = batch.map_err(|e| format!("corrupt Arrow IPC stream: {e}"))?;
@@ -696,13 +639,6 @@ fn append_row(builders: &mut [ColumnBuilder], rows: &mut usize, cells: &[Cell<'_
         b.append(c);
     }
     *rows += 1;
-}
-
-fn csv_error(path: &Path, e: csv::Error) -> ConnectorError {
-    match e.into_kind() {
-        csv::ErrorKind::Io(e) => ConnectorError::io("read", path, e),
-        other => ConnectorError::Internal(format!("unexpected CSV reader error: {other:?}")),
-    }
 }
 
 /// Converts one CSV record, or says why it is rejected.
@@ -1062,7 +998,10 @@ not json
         assert!(arrow_decoder.push(&ipc(&good)).is_empty());
         let other = good.project(&[0, 1]).unwrap();
         let bad = arrow_decoder.push(&ipc(&other));
-        assert!(bad[0].0.contains("is not the node's schema"), "{bad:?}");
+        assert!(
+            bad[0].0.starts_with("schema mismatch: expected ("),
+            "{bad:?}"
+        );
         assert!(arrow_decoder.push(b"garbage").len() == 1);
         assert_eq!(arrow_decoder.finish().unwrap(), good);
     }

@@ -6,14 +6,19 @@
 //! progressed: pipeline, stream, edge id, sequence number, watermark and the fingerprint of
 //! the batch's schema. The header maps one-to-one onto Kafka record headers (see
 //! [`FrameHeader::to_pairs`]); `(edge, stream, sequence)` makes delivery idempotent.
+//!
+//! The fingerprint is a claim, not a proof: a consumer decodes a payload with
+//! [`decode_batch_as`], which checks the decoded batch's own schema against the one the
+//! topic carries, so a batch of another schema never reaches a table.
 
 use std::io::Cursor;
 
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use edgeflow_operators::codec;
-use edgeflow_operators::schema::EventSchema;
+use edgeflow_operators::schema::{EventSchema, FieldType};
 
 use crate::error::ConnectorError;
 
@@ -176,6 +181,51 @@ pub fn decode_batch(bytes: &[u8]) -> Result<RecordBatch, ConnectorError> {
     }
 }
 
+/// Decodes a payload (as [`decode_batch`]) that must hold a batch of `expected`: the same
+/// field names and types in the same order. The batch comes back carrying `expected` itself,
+/// so it matches every other batch of the stream exactly. A payload of another schema is a
+/// [`ConnectorError::BadFrame`] saying `schema mismatch: expected (...), got (...)`.
+pub fn decode_batch_as(bytes: &[u8], expected: &SchemaRef) -> Result<RecordBatch, ConnectorError> {
+    let batch = decode_batch(bytes)?;
+    check_schema(batch.schema_ref(), expected).map_err(ConnectorError::BadFrame)?;
+    Ok(RecordBatch::try_new(
+        std::sync::Arc::clone(expected),
+        batch.columns().to_vec(),
+    )?)
+}
+
+/// Checks that `got` has the field names and types of `expected`, in order (nullability and
+/// metadata aside); the error reads `schema mismatch: expected (...), got (...)`.
+pub fn check_schema(got: &Schema, expected: &Schema) -> Result<(), String> {
+    let same = got.fields().len() == expected.fields().len()
+        && got
+            .fields()
+            .iter()
+            .zip(expected.fields())
+            .all(|(g, e)| g.name() == e.name() && g.data_type() == e.data_type());
+    if same {
+        return Ok(());
+    }
+    Err(format!(
+        "schema mismatch: expected ({}), got ({})",
+        show_schema(expected),
+        show_schema(got)
+    ))
+}
+
+/// A schema as pipeline-syntax `name: type` pairs (Arrow's type name where there is none).
+fn show_schema(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| match FieldType::from_arrow(f.data_type()) {
+            Some(ty) => format!("{}: {ty}", f.name()),
+            None => format!("{}: {}", f.name(), f.data_type()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -246,6 +296,57 @@ mod tests {
         assert_eq!(back.schema(), batch.schema());
         assert_eq!(format!("{back:?}"), format!("{batch:?}"));
         assert!(decode_batch(b"not arrow").is_err());
+    }
+
+    #[test]
+    fn a_payload_whose_schema_differs_from_the_topics_is_refused() {
+        // Regression (issue 12, case 19): a frame with the right fingerprint header but a
+        // batch of swapped types was accepted, and every SQL query on the table failed.
+        let expected = EventSchema::new(vec![
+            ("device".into(), FieldType::String),
+            ("value".into(), FieldType::F64),
+        ]);
+        let swapped = EventSchema::new(vec![
+            ("device".into(), FieldType::F64),
+            ("value".into(), FieldType::String),
+        ]);
+        let batch = RecordBatch::try_new(
+            swapped.to_arrow(),
+            vec![
+                Arc::new(Float64Array::from(vec![1.0])),
+                Arc::new(StringArray::from(vec!["a"])),
+            ],
+        )
+        .unwrap();
+        let err = decode_batch_as(&encode_batch(&batch).unwrap(), &expected.to_arrow())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "bad frame: schema mismatch: expected (device: string, value: f64), \
+             got (device: f64, value: string)"
+        );
+        // Same types in another order, or a missing field, are refused too.
+        let fewer = batch.project(&[0]).unwrap();
+        assert!(decode_batch_as(&encode_batch(&fewer).unwrap(), &expected.to_arrow()).is_err());
+
+        // A batch of the topic's schema (here: written non-nullable) comes back carrying the
+        // topic's own schema.
+        let strict = Arc::new(Schema::new(vec![
+            arrow::datatypes::Field::new("device", arrow::datatypes::DataType::Utf8, false),
+            arrow::datatypes::Field::new("value", arrow::datatypes::DataType::Float64, false),
+        ]));
+        let good = RecordBatch::try_new(
+            strict,
+            vec![
+                Arc::new(StringArray::from(vec!["a"])),
+                Arc::new(Float64Array::from(vec![1.0])),
+            ],
+        )
+        .unwrap();
+        let back = decode_batch_as(&encode_batch(&good).unwrap(), &expected.to_arrow()).unwrap();
+        assert_eq!(back.schema(), expected.to_arrow());
+        assert_eq!(back.num_rows(), 1);
     }
 
     #[test]

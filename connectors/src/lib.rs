@@ -18,6 +18,8 @@ pub mod generator;
 pub mod input_log;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod line_reader;
+pub mod model_file;
 pub mod parquet_file;
 pub mod record;
 pub mod spool;

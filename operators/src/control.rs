@@ -6,16 +6,43 @@
 //! an edge node applies it to the first data at or after `apply_at` that it processes once
 //! the record has arrived (a record that arrives after `apply_at` applies from its arrival).
 //! Every edge that applies (or refuses) a record answers with a [`ControlAck`].
+//!
+//! Values are bounded ([`ControlAction::validate`]; the cloud checks a record before it
+//! publishes it, and every edge checks it again before applying it):
+//! - `set_window_size`: `size_ms` in [`MIN_WINDOW_SIZE_MS`] ..= [`MAX_WINDOW_SIZE_MS`]
+//!   (1 ms ..= 1 day);
+//! - `set_sampling`: `every` in 1 ..= [`MAX_SAMPLING_EVERY`] (1,000,000);
+//! - `set_threshold`: a finite number > 0;
+//! - `swap_model`: a path of at most [`MAX_MODEL_PATH_BYTES`] bytes, or base64 `weights` of
+//!   at most [`MAX_WEIGHTS_BASE64_BYTES`] characters (a model of at most
+//!   [`MAX_MODEL_BYTES`], 64 MiB).
+//!
+//! A record whose `apply_at` is already behind the node's progress when it arrives (e.g.
+//! `--apply-at` in the past) is applied from the next row the node processes, and its
+//! acknowledgement says so ([`ControlQueue::ack_detail`]).
 
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray};
+use arrow::array::{Array, ArrayRef, StringArray, TimestampMillisecondArray};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{OperatorError, Result};
+use crate::infer::model::MAX_MODEL_BYTES;
 use crate::schema::{EventSchema, FieldType};
+
+/// The smallest window size `set_window_size` accepts, ms.
+pub const MIN_WINDOW_SIZE_MS: i64 = 1;
+/// The largest window size `set_window_size` accepts, ms (one day).
+pub const MAX_WINDOW_SIZE_MS: i64 = 86_400_000;
+/// The largest sampling divisor `set_sampling` accepts (keep one reading in a million).
+pub const MAX_SAMPLING_EVERY: u32 = 1_000_000;
+/// The longest model path a `swap_model` record may name, bytes.
+pub const MAX_MODEL_PATH_BYTES: usize = 4096;
+/// The longest base64 `weights` text of a `swap_model` record: the encoding of a
+/// [`MAX_MODEL_BYTES`] model.
+pub const MAX_WEIGHTS_BASE64_BYTES: usize = (MAX_MODEL_BYTES as usize).div_ceil(3) * 4;
 
 /// One instruction for one edge node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -192,6 +219,43 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<ControlRecord>> {
 }
 
 impl ControlAction {
+    /// Checks the action's values against their documented ranges (see the module docs); the
+    /// error names the action, the value and the range.
+    pub fn validate(&self) -> Result<()> {
+        let refuse = |m: String| Err(OperatorError::User(m));
+        match self {
+            ControlAction::SetThreshold { value } if !value.is_finite() || *value <= 0.0 => refuse(
+                format!("set_threshold {value}: a threshold must be a finite number > 0"),
+            ),
+            ControlAction::SetWindowSize { size_ms }
+                if !(MIN_WINDOW_SIZE_MS..=MAX_WINDOW_SIZE_MS).contains(size_ms) =>
+            {
+                refuse(format!(
+                    "set_window_size {size_ms} ms: a window size must be between \
+                     {MIN_WINDOW_SIZE_MS} ms and {MAX_WINDOW_SIZE_MS} ms (1 day)"
+                ))
+            }
+            ControlAction::SetSampling { every } => check_sampling(*every),
+            ControlAction::SwapModel {
+                model: ModelSource::Path(path),
+            } if path.is_empty() || path.len() > MAX_MODEL_PATH_BYTES || path.contains('\0') => {
+                refuse(format!(
+                    "swap_model: a model path must be 1 to {MAX_MODEL_PATH_BYTES} bytes without \
+                     NUL, got {} bytes",
+                    path.len()
+                ))
+            }
+            ControlAction::SwapModel {
+                model: ModelSource::Weights(text),
+            } if text.trim().len() > MAX_WEIGHTS_BASE64_BYTES => refuse(format!(
+                "swap_model: weights of {} base64 characters are over the bound of \
+                 {MAX_WEIGHTS_BASE64_BYTES} (a {MAX_MODEL_BYTES}-byte model)",
+                text.trim().len()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The action's name as written in JSON and in pipeline files (`set_threshold`, ...).
     pub fn name(&self) -> &'static str {
         match self {
@@ -226,10 +290,20 @@ pub enum ControlStep {
 /// A record applies to the first row, in processing order, whose event time is at or after
 /// its `apply_at`, among the rows processed after it arrived. Once applied it stays applied
 /// (a later row with an earlier event time, out of order, is processed with the new
-/// settings). Records apply in arrival order when they fall on the same row.
+/// settings). Records apply in arrival order when they fall on the same row. A record whose
+/// `apply_at` the node had already passed when it arrived applies from the next row, and
+/// [`ControlQueue::ack_detail`] says so.
 #[derive(Clone, Debug, Default)]
 pub struct ControlQueue {
     pending: Vec<ControlRecord>,
+    /// The latest event time of the rows scheduled so far.
+    progress: Option<i64>,
+    /// Ids of pending records that arrived after the node had passed their `apply_at`, with
+    /// the progress it had then.
+    late: std::collections::HashMap<String, i64>,
+    /// Notes for the acknowledgements of the records the last [`ControlQueue::schedule`]
+    /// applied late.
+    notes: std::collections::HashMap<String, String>,
 }
 
 impl ControlQueue {
@@ -240,6 +314,9 @@ impl ControlQueue {
 
     /// Adds a record that has just arrived.
     pub fn push(&mut self, record: ControlRecord) {
+        if let Some(progress) = self.progress.filter(|p| record.apply_at <= *p) {
+            self.late.insert(record.id.clone(), progress);
+        }
         self.pending.push(record);
     }
 
@@ -255,13 +332,27 @@ impl ControlQueue {
 
     /// Removes and returns every waiting record (for a node whose input has ended).
     pub fn drain(&mut self) -> Vec<ControlRecord> {
+        self.late.clear();
         std::mem::take(&mut self.pending)
+    }
+
+    /// The acknowledgement detail of a record the last [`ControlQueue::schedule`] applied:
+    /// `detail`, plus a note when its `apply_at` was already past when it arrived.
+    pub fn ack_detail(&self, record: &ControlRecord, detail: String) -> String {
+        match self.notes.get(&record.id) {
+            Some(note) => format!("{detail}; {note}"),
+            None => detail,
+        }
     }
 
     /// How to process a batch whose rows have event times `times` (in batch order): ranges of
     /// rows interleaved with the records to apply between them. Records that apply to none
     /// of these rows stay queued. Without pending records this is one range of all rows.
     pub fn schedule(&mut self, times: &[i64]) -> Vec<ControlStep> {
+        self.notes.clear();
+        if let Some(latest) = times.iter().max() {
+            self.progress = Some(self.progress.map_or(*latest, |p| p.max(*latest)));
+        }
         let n = times.len();
         if self.pending.is_empty() {
             return if n == 0 {
@@ -285,8 +376,20 @@ impl ControlQueue {
                 steps.push(ControlStep::Rows(start..row));
                 start = row;
             }
+            let record = &self.pending[i];
+            if let Some(progress) = self.late.remove(&record.id) {
+                self.notes.insert(
+                    record.id.clone(),
+                    format!(
+                        "apply_at {} was already past when the record arrived (the node had \
+                         processed event time {progress}), so it applied from the next row, \
+                         event time {}",
+                        record.apply_at, times[row]
+                    ),
+                );
+            }
             steps.push(ControlStep::Apply {
-                record: self.pending[i].clone(),
+                record: record.clone(),
                 applied_at: times[row],
             });
         }
@@ -304,9 +407,26 @@ impl ControlQueue {
     }
 }
 
-/// Keeps one reading in `every` per device (a node's sampling under
-/// [`ControlAction::SetSampling`]): a counter per key over the rows it has seen, so the rate
-/// holds across batch boundaries and every device keeps sending.
+fn check_sampling(every: u32) -> Result<()> {
+    if (1..=MAX_SAMPLING_EVERY).contains(&every) {
+        Ok(())
+    } else {
+        Err(OperatorError::User(format!(
+            "set_sampling {every}: keep one reading in N needs N between 1 and \
+             {MAX_SAMPLING_EVERY}"
+        )))
+    }
+}
+
+/// The columns that name a series of readings (the generator's key): a [`Sampler`] keeps one
+/// reading in N of each series. Columns a batch does not have are left out of the key.
+pub const SERIES_KEY: [&str; 2] = ["device", "sensor"];
+
+/// Keeps one reading in `every` per series (a node's sampling under
+/// [`ControlAction::SetSampling`]): a counter per series ([`SERIES_KEY`]: device and sensor)
+/// over the rows it has seen, so the rate holds across batch boundaries and every series of
+/// every device keeps sending (a per-device count would keep the same sensor of devices whose
+/// sensors are interleaved, and drop the others entirely).
 #[derive(Clone, Debug)]
 pub struct Sampler {
     every: u32,
@@ -323,17 +443,37 @@ impl Default for Sampler {
 }
 
 impl Sampler {
-    /// Keep one row in `every` (>= 1) per key from now on; the counts restart, so each key's
-    /// next row is kept.
+    /// Keep one row in `every` (1 ..= [`MAX_SAMPLING_EVERY`]) per series from now on; the
+    /// counts restart, so each series' next row is kept.
     pub fn set_every(&mut self, every: u32) -> Result<()> {
-        if every == 0 {
-            return Err(OperatorError::User(
-                "sampling: keep one reading in N needs N >= 1".into(),
-            ));
-        }
+        check_sampling(every)?;
         self.every = every;
         self.seen.clear();
         Ok(())
+    }
+
+    /// Which rows of `batch` to keep, each row's series read from the [`SERIES_KEY`] columns
+    /// it has (text columns; a null is an empty name).
+    pub fn keep_rows(&mut self, batch: &RecordBatch) -> Vec<bool> {
+        let columns: Vec<&StringArray> = SERIES_KEY
+            .iter()
+            .filter_map(|name| batch.column_by_name(name))
+            .filter_map(|c| c.as_any().downcast_ref::<StringArray>())
+            .collect();
+        let mut key = String::new();
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            key.clear();
+            for column in &columns {
+                if column.is_valid(row) {
+                    key.push_str(column.value(row));
+                }
+                // A separator no sensor or device name holds.
+                key.push('\u{1f}');
+            }
+            keep.push(self.keep_one(&key));
+        }
+        keep
     }
 
     /// The sampling divisor in effect.
@@ -341,23 +481,23 @@ impl Sampler {
         self.every
     }
 
-    /// Which of the next rows, with these keys, to keep.
+    /// Which of the next rows, with these series keys, to keep.
     pub fn keep<'a>(&mut self, keys: impl IntoIterator<Item = &'a str>) -> Vec<bool> {
+        keys.into_iter().map(|key| self.keep_one(key)).collect()
+    }
+
+    fn keep_one(&mut self, key: &str) -> bool {
         let every = u64::from(self.every);
-        keys.into_iter()
-            .map(|key| {
-                if every == 1 {
-                    return true;
-                }
-                let seen = match self.seen.get_mut(key) {
-                    Some(seen) => seen,
-                    None => self.seen.entry(key.to_owned()).or_insert(0),
-                };
-                let keep = *seen % every == 0;
-                *seen += 1;
-                keep
-            })
-            .collect()
+        if every == 1 {
+            return true;
+        }
+        let seen = match self.seen.get_mut(key) {
+            Some(seen) => seen,
+            None => self.seen.entry(key.to_owned()).or_insert(0),
+        };
+        let keep = *seen % every == 0;
+        *seen += 1;
+        keep
     }
 }
 
@@ -534,5 +674,144 @@ mod tests {
             vec![true, true, false, false, false, true, false, false, true]
         );
         assert!(sampler.set_every(0).is_err());
+    }
+
+    #[test]
+    fn control_values_are_refused_outside_their_documented_ranges() {
+        // Regression (issue 12, case 8): a window of 1000 years or i64::MAX ms, and sampling
+        // 4294967295, were applied.
+        let ok = |a: ControlAction| a.validate().is_ok();
+        let size = |size_ms| ControlAction::SetWindowSize { size_ms };
+        assert!(!ok(size(0)) && !ok(size(-5)) && !ok(size(i64::MIN)));
+        assert!(ok(size(MIN_WINDOW_SIZE_MS)) && ok(size(MAX_WINDOW_SIZE_MS)));
+        assert!(!ok(size(MAX_WINDOW_SIZE_MS + 1)) && !ok(size(i64::MAX)));
+        assert!(!ok(size(1000 * 365 * 86_400_000)));
+        let every = |every| ControlAction::SetSampling { every };
+        assert!(!ok(every(0)) && ok(every(1)) && ok(every(MAX_SAMPLING_EVERY)));
+        assert!(!ok(every(MAX_SAMPLING_EVERY + 1)) && !ok(every(u32::MAX)));
+        let threshold = |value| ControlAction::SetThreshold { value };
+        assert!(ok(threshold(f64::MIN_POSITIVE)) && ok(threshold(1e300)));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(!ok(threshold(bad)), "{bad}");
+        }
+        let weights = |n: usize| ControlAction::SwapModel {
+            model: ModelSource::Weights("A".repeat(n)),
+        };
+        assert!(ok(weights(MAX_WEIGHTS_BASE64_BYTES)));
+        assert!(!ok(weights(MAX_WEIGHTS_BASE64_BYTES + 1)));
+        let path = |p: String| ControlAction::SwapModel {
+            model: ModelSource::Path(p),
+        };
+        assert!(ok(path("m.bpk".into())) && ok(path("a".repeat(MAX_MODEL_PATH_BYTES))));
+        assert!(!ok(path(String::new())) && !ok(path("a".repeat(MAX_MODEL_PATH_BYTES + 1))));
+        assert!(!ok(path("m\0.bpk".into())));
+        assert!(ok(ControlAction::Enable) && ok(ControlAction::Disable));
+        let message = size(i64::MAX).validate().unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!(
+                "set_window_size {} ms: a window size must be between 1 ms and 86400000 ms (1 day)",
+                i64::MAX
+            )
+        );
+        let message = every(u32::MAX).validate().unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "set_sampling 4294967295: keep one reading in N needs N between 1 and 1000000"
+        );
+        let mut sampler = Sampler::default();
+        assert!(sampler.set_every(u32::MAX).is_err());
+        assert_eq!(sampler.every(), 1);
+    }
+
+    #[test]
+    fn a_record_whose_apply_at_has_passed_applies_now_and_its_ack_says_so() {
+        // Regression (issue 12, case 17): `--apply-at` in the past was applied silently.
+        let mut queue = ControlQueue::new();
+        queue.push(record("early", 5));
+        queue.schedule(&[10, 20]);
+        assert_eq!(
+            queue.ack_detail(&record("early", 5), "disabled".into()),
+            "disabled",
+            "it arrived before the node reached its apply_at"
+        );
+        queue.push(record("past", 15));
+        queue.push(record("future", 40));
+        let steps = queue.schedule(&[30, 41]);
+        assert_eq!(steps.len(), 4, "{steps:?}");
+        assert_eq!(
+            queue.ack_detail(&record("past", 15), "disabled".into()),
+            "disabled; apply_at 15 was already past when the record arrived (the node had \
+             processed event time 20), so it applied from the next row, event time 30"
+        );
+        assert_eq!(
+            queue.ack_detail(&record("future", 40), "disabled".into()),
+            "disabled"
+        );
+    }
+
+    /// A quickstart-like batch: devices in turn, each with two sensors interleaved.
+    fn readings(devices: usize, ticks: usize) -> RecordBatch {
+        let mut device = Vec::new();
+        let mut sensor = Vec::new();
+        for _ in 0..ticks {
+            for d in 0..devices {
+                for s in ["vibration", "temperature"] {
+                    device.push(format!("d{d}"));
+                    sensor.push(s.to_string());
+                }
+            }
+        }
+        let schema = EventSchema::new(vec![
+            ("device".into(), FieldType::String),
+            ("sensor".into(), FieldType::String),
+        ]);
+        RecordBatch::try_new(
+            schema.to_arrow(),
+            vec![
+                Arc::new(StringArray::from(device)),
+                Arc::new(StringArray::from(sensor)),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sampling_keeps_one_reading_in_n_of_every_sensor_of_every_device() {
+        // Regression (issue 12, case 11): `every: 4` counted per device, and with two sensors
+        // interleaved it kept vibration only.
+        let batch = readings(3, 37);
+        let mut sampler = Sampler::default();
+        sampler.set_every(4).unwrap();
+        // Two batches, cut at an odd row, so the counts carry across a batch boundary.
+        let cut = 101;
+        let kept: Vec<bool> = [
+            sampler.keep_rows(&batch.slice(0, cut)),
+            sampler.keep_rows(&batch.slice(cut, batch.num_rows() - cut)),
+        ]
+        .concat();
+        let devices = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let sensors = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let mut total: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+        let mut kept_per: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+        for (row, keep) in kept.iter().enumerate() {
+            let series = (devices.value(row), sensors.value(row));
+            *total.entry(series).or_default() += 1;
+            if *keep {
+                *kept_per.entry(series).or_default() += 1;
+            }
+        }
+        assert_eq!(total.len(), 6);
+        for (series, count) in &total {
+            assert_eq!(kept_per.get(series), Some(&count.div_ceil(4)), "{series:?}");
+        }
     }
 }

@@ -13,6 +13,7 @@ mod cli;
 mod control;
 mod control_loop;
 mod end_to_end;
+mod hardening_input;
 mod insight;
 #[cfg(feature = "kafka")]
 mod kafka;

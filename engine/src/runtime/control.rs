@@ -30,7 +30,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use base64::Engine as _;
 use edgeflow_connectors::embedded_log::{EmbeddedLog, LogConsumer, LogProducer};
+use edgeflow_connectors::error::chain;
 use edgeflow_connectors::frame::{Frame, FrameHeader, FrameKind};
+use edgeflow_connectors::model_file::{ModelDirs, read_requested_model};
 use edgeflow_operators::OperatorError;
 use edgeflow_operators::control::{
     AckStatus, ControlAck, ControlAction, ControlQueue, ControlRecord, ControlStep, ModelSource,
@@ -428,18 +430,7 @@ impl ControlChannel {
                 target.actions.join(", ")
             ));
         }
-        match &record.action {
-            ControlAction::SetThreshold { value } if !value.is_finite() || *value <= 0.0 => {
-                Err(format!("set_threshold {value}: a threshold must be > 0"))
-            }
-            ControlAction::SetWindowSize { size_ms } if *size_ms <= 0 => {
-                Err(format!("set_window_size {size_ms} ms: a size must be > 0"))
-            }
-            ControlAction::SetSampling { every: 0 } => {
-                Err("set_sampling 0: keep one reading in N needs N >= 1".into())
-            }
-            _ => Ok(()),
-        }
+        record.action.validate().map_err(|e| e.to_string())
     }
 
     /// Publishes a record on the control topic: checks it, gives it an id when it has none
@@ -930,13 +921,17 @@ impl ControlPort {
                 *enabled = false;
                 Ok("disabled".to_owned())
             }
-            action => node.apply(action, applied_at, &self.base_dir),
+            action => (action.validate().map_err(|e| e.to_string()))
+                .and_then(|()| node.apply(action, applied_at, &self.base_dir)),
         };
         if let Err(reason) = &outcome {
             tracing::warn!(id = %record.id, node = %record.node, %reason, "control record rejected");
         }
-        self.hub
-            .report(&record.id, self.worker, outcome.map(|d| (applied_at, d)));
+        self.hub.report(
+            &record.id,
+            self.worker,
+            outcome.map(|d| (applied_at, self.queue.ack_detail(record, d))),
+        );
     }
 
     /// The node's input has ended: records still waiting can never apply; reject them.
@@ -961,7 +956,9 @@ impl ControlPort {
 /// base64 bytes.
 pub fn load_model_source(source: &ModelSource, base_dir: &Path) -> Result<AnomalyModel, String> {
     match source {
-        ModelSource::Path(path) => crate::spec::load_model(&crate::spec::resolve(base_dir, path)),
+        ModelSource::Path(path) => read_requested_model(base_dir, path, &ModelDirs::from_env())
+            .map_err(|e| chain(&e))
+            .and_then(|bytes| AnomalyModel::from_bytes(&bytes).map_err(|e| format!("{path}: {e}"))),
         ModelSource::Weights(text) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(text.trim())

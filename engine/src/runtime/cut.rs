@@ -19,7 +19,7 @@ use edgeflow_connectors::embedded_log::{LogConsumer, LogProducer};
 use edgeflow_connectors::error::chain;
 use edgeflow_connectors::file_source::DeadLetter;
 use edgeflow_connectors::frame::{
-    Frame, FrameHeader, FrameKind, decode_batch, encode_batch, schema_fingerprint,
+    Frame, FrameHeader, FrameKind, decode_batch_as, encode_batch, schema_fingerprint,
 };
 #[cfg(feature = "kafka")]
 use edgeflow_connectors::kafka::{CloudFeed, FeedItem};
@@ -361,6 +361,7 @@ pub fn consume<'scope>(
     let reads = !matches!(input, FrameIn::Nothing);
     let mut producers: BTreeMap<String, ProducerState> = BTreeMap::new();
     let expected_fingerprint = schema_fingerprint(&topic.schema);
+    let expected_schema = topic.schema.to_arrow();
     let expected_stream = topic.stream.to_string();
     let pipeline = env.plan.pipeline.clone();
     let metrics = env.ctx.metrics.topic(&topic.name);
@@ -438,7 +439,7 @@ pub fn consume<'scope>(
                             ));
                             continue;
                         }
-                        match decode_batch(&frame.payload) {
+                        match decode_batch_as(&frame.payload, &expected_schema) {
                             Ok(batch) => Some(batch),
                             Err(e) => {
                                 reject(format!("corrupt payload: {}", chain(&e)));

@@ -14,7 +14,8 @@ use super::{Port, Reporter, StreamRef, did_you_mean, resolve, schema_value};
 
 /// Reads and checks a model file written by `edgeflow train`; the error names the file.
 pub fn load_model(path: &Path) -> Result<AnomalyModel, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = edgeflow_connectors::model_file::read_model_file(path)
+        .map_err(|e| edgeflow_connectors::error::chain(&e))?;
     AnomalyModel::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -34,6 +34,10 @@ use crate::kernels::{Activation, Dense, Mlp, WeightLayout};
 /// The value of the `edgeflow.format` metadata key of a model file.
 pub const FORMAT: &str = "edgeflow-autoencoder-v1";
 
+/// The largest model file (or decoded `weights` of a control record) edgeflow reads: 64 MiB,
+/// about 16 M f32 parameters (the models `edgeflow train` writes are a few KiB).
+pub const MAX_MODEL_BYTES: u64 = 64 << 20;
+
 /// Windows scored per burn forward pass (and per parallel task).
 const CHUNK_WINDOWS: usize = 512;
 
@@ -174,6 +178,12 @@ impl AnomalyModel {
     /// missing or bad metadata, a tensor of the wrong shape) is an error that says which.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let bad = |m: String| OperatorError::User(format!("not a valid edgeflow model: {m}"));
+        if bytes.len() as u64 > MAX_MODEL_BYTES {
+            return Err(bad(format!(
+                "it is {} bytes, larger than the {MAX_MODEL_BYTES}-byte bound",
+                bytes.len()
+            )));
+        }
         let bytes = Bytes::from_bytes_vec(bytes.to_vec());
         let reader = burn_pack::Reader::from_bytes(bytes.clone())
             .map_err(|e| bad(format!("cannot read it as a burn record ({e})")))?;

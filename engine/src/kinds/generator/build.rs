@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use arrow::array::{BooleanArray, StringArray};
+use arrow::array::BooleanArray;
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::record_batch::RecordBatch;
 use edgeflow_connectors::generator::{AnomalyShape, Generator, GeneratorOptions};
@@ -161,7 +161,7 @@ pub fn generator<'scope>(
 }
 
 /// A controllable generator: its readings pass through a sampler (keep one reading in N per
-/// device, from `set_sampling`) and stop while it is disabled; the source keeps advancing
+/// series, from `set_sampling`) and stop while it is disabled; the source keeps advancing
 /// its watermark.
 struct SampledSource {
     port: Option<ControlPort>,
@@ -181,14 +181,7 @@ impl SampledSource {
             batch,
             &times,
             |sampler, rows| {
-                let devices = rows
-                    .column_by_name("device")
-                    .and_then(|c| c.as_any().downcast_ref::<StringArray>());
-                let keep = match devices {
-                    Some(devices) => sampler.keep(devices.iter().map(Option::unwrap_or_default)),
-                    None => sampler.keep(std::iter::repeat_n("", rows.num_rows())),
-                };
-                let mask: BooleanArray = keep.into_iter().map(Some).collect();
+                let mask: BooleanArray = sampler.keep_rows(rows).into_iter().map(Some).collect();
                 Ok(Some(filter_record_batch(rows, &mask)?))
             },
         )
