@@ -445,7 +445,7 @@ fn a_runaway_query_is_stopped_by_its_memory_and_time_bounds() {
     let started = Instant::now();
     let answer = post_sql(
         &served,
-        "SELECT count(*) AS n FROM fleet a CROSS JOIN fleet b CROSS JOIN fleet c",
+        "SELECT max(a.mean + b.mean + c.mean) AS m FROM fleet a CROSS JOIN fleet b CROSS JOIN fleet c",
     );
     let took = started.elapsed();
     assert_eq!(answer.status, 504, "{answer:?}");
@@ -458,13 +458,14 @@ fn a_runaway_query_is_stopped_by_its_memory_and_time_bounds() {
     assert_alive(&mut served);
 }
 
-/// Issue 12 case 6: a client that goes away must not leave its query running.
+/// Issue 12 case 6: a client that goes away must not leave its query running. (A `count(*)`
+/// of the cross join would be answered from statistics: the query sums columns.)
 #[test]
 fn a_query_stops_when_its_client_goes_away() {
     let mut served = serve(&["--sql-timeout", "10m"]);
     let pid = served.child.id();
     let mut stream = TcpStream::connect(&served.http).unwrap();
-    let sql = "SELECT count(*) FROM fleet a CROSS JOIN fleet b CROSS JOIN fleet c";
+    let sql = "SELECT max(a.mean + b.mean + c.mean) FROM fleet a CROSS JOIN fleet b CROSS JOIN fleet c";
     write!(
         stream,
         "POST /sql HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{sql}",
@@ -543,7 +544,7 @@ fn shutdown_is_bounded_with_a_half_sent_body_or_a_running_query() {
     drop(held);
 
     // SIGTERM during a long query, over HTTP and over Postgres.
-    let sql = "SELECT count(*) FROM fleet a CROSS JOIN fleet b CROSS JOIN fleet c";
+    let sql = "SELECT max(a.mean + b.mean + c.mean) FROM fleet a CROSS JOIN fleet b CROSS JOIN fleet c";
     let mut query = TcpStream::connect(&served.http).unwrap();
     write!(
         query,
