@@ -50,7 +50,13 @@ fn serve(extra: &[&str]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
         .current_dir(dir.path())
         .args(["run", pipeline.to_str().unwrap(), "--events", EVENTS])
-        .args(["--serve", "--listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0"])
+        .args([
+            "--serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--pg-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--quiet", "--data-dir", "data"])
         .args(extra)
         .stderr(Stdio::piped())
@@ -106,7 +112,10 @@ fn request(address: &str, method: &str, path: &str, headers: &[&str], body: &str
         "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
         head.push_str(&format!("Host: {address}\r\n"));
     }
     for header in headers {
@@ -244,12 +253,22 @@ fn deep_expressions_are_refused_and_the_server_stays_up() {
     let pipeline = write_pipeline(dir.path());
     let output = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
         .current_dir(dir.path())
-        .args(["run", pipeline.to_str().unwrap(), "--events", "600", "--quiet"])
+        .args([
+            "run",
+            pipeline.to_str().unwrap(),
+            "--events",
+            "600",
+            "--quiet",
+        ])
         .args(["--data-dir", "data", "--query", &deep_sum(1000)])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "an error, not a crash: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "an error, not a crash: {stderr}"
+    );
     assert!(stderr.contains("nests too deep"), "{stderr}");
 }
 
@@ -309,7 +328,13 @@ fn sql_is_read_only_on_every_path() {
     let pipeline = write_pipeline(dir.path());
     let output = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
         .current_dir(dir.path())
-        .args(["run", pipeline.to_str().unwrap(), "--events", "600", "--quiet"])
+        .args([
+            "run",
+            pipeline.to_str().unwrap(),
+            "--events",
+            "600",
+            "--quiet",
+        ])
         .args(["--data-dir", "data", "--query", copy])
         .output()
         .unwrap();
@@ -431,7 +456,8 @@ fn a_runaway_query_is_stopped_by_its_memory_and_time_bounds() {
     let took = started.elapsed();
     assert_eq!(answer.status, 400, "{answer:?}");
     assert!(
-        answer.body.contains("memory limit of 128 MiB") && answer.body.contains("--sql-memory-limit"),
+        answer.body.contains("memory limit of 128 MiB")
+            && answer.body.contains("--sql-memory-limit"),
         "{answer:?}"
     );
     assert!(took < Duration::from_secs(30), "took {took:?}");
@@ -465,7 +491,8 @@ fn a_query_stops_when_its_client_goes_away() {
     let mut served = serve(&["--sql-timeout", "10m"]);
     let pid = served.child.id();
     let mut stream = TcpStream::connect(&served.http).unwrap();
-    let sql = "SELECT max(a.mean + b.mean + c.mean) FROM fleet a CROSS JOIN fleet b CROSS JOIN fleet c";
+    let sql =
+        "SELECT max(a.mean + b.mean + c.mean) FROM fleet a CROSS JOIN fleet b CROSS JOIN fleet c";
     write!(
         stream,
         "POST /sql HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{sql}",
@@ -476,16 +503,21 @@ fn a_query_stops_when_its_client_goes_away() {
     std::thread::sleep(Duration::from_secs(2));
     let running = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
+    // On a loaded machine the query gets what CPU it can: at least a tenth of a core.
+    let busy = cpu_ticks(pid) - running;
     assert!(
-        cpu_ticks(pid) - running >= 30,
-        "the query does not seem to run"
+        busy >= 10,
+        "the query does not seem to run ({busy} ticks in 1 s)"
     );
     drop(stream);
     std::thread::sleep(Duration::from_secs(1));
     let after = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(2));
     let spent = cpu_ticks(pid) - after;
-    assert!(spent < 20, "{spent} ticks of CPU in 2 s after the client left");
+    assert!(
+        spent < busy.min(20),
+        "{spent} ticks of CPU in 2 s after the client left ({busy} in 1 s while it ran)"
+    );
     assert_eq!(fleet_count(&served), expected_count());
     assert_alive(&mut served);
 }
@@ -544,7 +576,8 @@ fn shutdown_is_bounded_with_a_half_sent_body_or_a_running_query() {
     drop(held);
 
     // SIGTERM during a long query, over HTTP and over Postgres.
-    let sql = "SELECT max(a.mean + b.mean + c.mean) FROM fleet a CROSS JOIN fleet b CROSS JOIN fleet c";
+    let sql =
+        "SELECT max(a.mean + b.mean + c.mean) FROM fleet a CROSS JOIN fleet b CROSS JOIN fleet c";
     let mut query = TcpStream::connect(&served.http).unwrap();
     write!(
         query,
@@ -589,7 +622,13 @@ fn a_query_of_several_statements_prints_each_result() {
     let pipeline = write_pipeline(dir.path());
     let output = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
         .current_dir(dir.path())
-        .args(["run", pipeline.to_str().unwrap(), "--events", EVENTS, "--quiet"])
+        .args([
+            "run",
+            pipeline.to_str().unwrap(),
+            "--events",
+            EVENTS,
+            "--quiet",
+        ])
         .args(["--data-dir", "data", "--format", "csv"])
         .args([
             "--query",

@@ -553,9 +553,11 @@ fn run(args: RunArgs, role: impl FnOnce(&Plan) -> Result<Role>) -> Result<ExitCo
                 address.port()
             );
             let grace = args.sql_limits.shutdown_grace;
-            Some(tokio.spawn(pgwire::serve(listener, engine.clone(), grace, async {
-                let _ = pg_shutdown_rx.await;
-            })))
+            Some(
+                tokio.spawn(pgwire::serve(listener, engine.clone(), grace, async {
+                    let _ = pg_shutdown_rx.await;
+                })),
+            )
         }
         _ => None,
     };

@@ -246,7 +246,10 @@ mod tests {
         );
         assert_eq!(nesting_estimate(&nested, 500), None);
         // A long IN list is flat.
-        let list = format!("SELECT * FROM fleet WHERE device IN ({})", chain("'d'", ",", 5000));
+        let list = format!(
+            "SELECT * FROM fleet WHERE device IN ({})",
+            chain("'d'", ",", 5000)
+        );
         assert!(nesting_estimate(&list, 500).is_some());
     }
 
@@ -256,12 +259,18 @@ mod tests {
         assert_eq!(nesting_estimate(&unions, 500), None);
         let cross = format!("SELECT 1 FROM {}", chain("fleet", ", ", 600));
         assert_eq!(nesting_estimate(&cross, 500), None);
-        let joins = format!("SELECT 1 FROM fleet{}", " JOIN fleet USING (device)".repeat(600));
+        let joins = format!(
+            "SELECT 1 FROM fleet{}",
+            " JOIN fleet USING (device)".repeat(600)
+        );
         assert_eq!(nesting_estimate(&joins, 500), None);
         let ctes: Vec<String> = (1..600)
             .map(|i| format!("t{i} AS (SELECT * FROM t{})", i - 1))
             .collect();
-        let ctes = format!("WITH t0 AS (SELECT 1), {} SELECT * FROM t599", ctes.join(", "));
+        let ctes = format!(
+            "WITH t0 AS (SELECT 1), {} SELECT * FROM t599",
+            ctes.join(", ")
+        );
         assert_eq!(nesting_estimate(&ctes, 500), None);
     }
 }

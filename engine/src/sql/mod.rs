@@ -118,7 +118,9 @@ impl QueryEngine {
         let mut results = self.query_script(sql, Some(1)).await;
         match results.pop() {
             Some(result) => result,
-            None => Err(EngineError::Sql("the text holds no SQL statement".to_owned())),
+            None => Err(EngineError::Sql(
+                "the text holds no SQL statement".to_owned(),
+            )),
         }
     }
 
@@ -192,7 +194,9 @@ impl QueryEngine {
         let mut statements = self.statements(sql)?;
         match statements.len() {
             1 => Ok(statements.remove(0)),
-            0 => Err(EngineError::Sql("the text holds no SQL statement".to_owned())),
+            0 => Err(EngineError::Sql(
+                "the text holds no SQL statement".to_owned(),
+            )),
             n => Err(EngineError::Sql(format!(
                 "the text holds {n} statements; send one at a time"
             ))),
@@ -261,7 +265,8 @@ impl QueryEngine {
             .await
             .map_err(|e| self.execution_error(e))?;
         // The collected result counts against the statement's memory too.
-        let result_memory = MemoryConsumer::new("query result").register(&ctx.runtime_env().memory_pool);
+        let result_memory =
+            MemoryConsumer::new("query result").register(&ctx.runtime_env().memory_pool);
         let mut batches = Vec::new();
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| self.execution_error(e))?;

@@ -238,7 +238,11 @@ struct PgParser {
 
 impl PgParser {
     async fn plan(&self, sql: &str) -> Result<PgStatement, ErrorInfo> {
-        let described = self.engine.describe(sql).await.map_err(|e| error_info(&e))?;
+        let described = self
+            .engine
+            .describe(sql)
+            .await
+            .map_err(|e| error_info(&e))?;
         if !described.parameters.is_empty() {
             return Err(ErrorInfo::new(
                 "ERROR".into(),
