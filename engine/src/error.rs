@@ -17,6 +17,15 @@ pub enum EngineError {
     /// A SQL statement failed to plan or run; the message is meant for the user.
     #[error("{0}")]
     Sql(String),
+    /// A SQL statement refused (not a query) or stopped at one of its bounds (depth,
+    /// memory, time); the message is meant for the user and names the bound's flag.
+    #[error("{message}")]
+    SqlRefused {
+        /// Which bound.
+        refusal: crate::sql::Refusal,
+        /// What happened.
+        message: String,
+    },
     /// A node could not be built from its validated settings.
     #[error("node \"{node}\"")]
     Operator {

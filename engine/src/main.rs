@@ -15,7 +15,8 @@ use edgeflow::spec::Diagnostics;
 use edgeflow::sql::http::{ServerState, serve};
 use edgeflow::sql::pgwire;
 use edgeflow::sql::{
-    QueryEngine, QueryResult, ResultFormat, decode_ipc_result, encode_result, render_table,
+    QueryEngine, QueryResult, ResultFormat, SqlLimitArgs, decode_ipc_result, encode_result,
+    render_table,
 };
 #[cfg(feature = "kafka")]
 use edgeflow_connectors::spool::{SpoolOptions, WhenFull};
@@ -228,6 +229,8 @@ struct RunArgs {
     /// No progress line and no summary.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    sql_limits: SqlLimitArgs,
 }
 
 /// Where the Postgres wire protocol server listens, if anywhere.
@@ -506,13 +509,16 @@ fn run(args: RunArgs, role: impl FnOnce(&Plan) -> Result<Role>) -> Result<ExitCo
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let engine = QueryEngine::new(catalog).with_system(ctx.system.clone());
+    let engine = QueryEngine::new(catalog)
+        .with_system(ctx.system.clone())
+        .with_limits(args.sql_limits.query_limits());
     let state = Arc::new(ServerState {
         pipeline: plan.pipeline.clone(),
         engine: engine.clone(),
         metrics,
         finished: Default::default(),
         control: plan.control.is_some().then(|| ctx.control.clone()),
+        limits: args.sql_limits.server_limits(),
     });
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = if args.serve {
@@ -546,9 +552,12 @@ fn run(args: RunArgs, role: impl FnOnce(&Plan) -> Result<Role>) -> Result<ExitCo
                 address.ip(),
                 address.port()
             );
-            Some(tokio.spawn(pgwire::serve(listener, engine.clone(), async {
-                let _ = pg_shutdown_rx.await;
-            })))
+            let grace = args.sql_limits.shutdown_grace;
+            Some(
+                tokio.spawn(pgwire::serve(listener, engine.clone(), grace, async {
+                    let _ = pg_shutdown_rx.await;
+                })),
+            )
         }
         _ => None,
     };
@@ -594,10 +603,10 @@ fn run(args: RunArgs, role: impl FnOnce(&Plan) -> Result<Role>) -> Result<ExitCo
         }
     }
     for sql in &args.queries {
-        let result = tokio
-            .block_on(engine.query(sql))
-            .map_err(|e| anyhow!("{e}"))?;
-        print_result(&result, args.format)?;
+        // Each statement of the text in order, as psql does; an error ends the text.
+        for result in tokio.block_on(engine.query_script(sql, None)) {
+            print_result(&result.map_err(|e| anyhow!("{e}"))?, args.format)?;
+        }
     }
     if let Some(server) = server {
         if !ctx.stopping() {
@@ -610,13 +619,13 @@ fn run(args: RunArgs, role: impl FnOnce(&Plan) -> Result<Role>) -> Result<ExitCo
             });
         }
         let _ = shutdown_tx.send(());
+        let _ = pg_shutdown_tx.send(());
         tokio
             .block_on(server)
             .context("the HTTP server task failed")?
             .context("serving HTTP")?;
     }
     if let Some(pg_server) = pg_server {
-        let _ = pg_shutdown_tx.send(());
         tokio
             .block_on(pg_server)
             .context("the Postgres protocol server task failed")?

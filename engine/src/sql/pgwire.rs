@@ -15,7 +15,12 @@
 //!   `date`; every other type is sent as `text`, formatted by Arrow.
 //! - Errors are Postgres `ErrorResponse`s carrying DataFusion's message and a SQLSTATE
 //!   (42601 syntax error, 42P01 undefined table, 42703 undefined column, 0A000 not
-//!   supported, XX000 otherwise); the connection stays usable.
+//!   supported, XX000 otherwise); the connection stays usable. SQL is read-only: a statement
+//!   that is not a query is refused with 25006 (read_only_sql_transaction), at Parse as at
+//!   a simple query; the engine's bounds answer 54001 (too deep), 53200 (memory) and 57014
+//!   (statement timeout).
+//! - Shutdown: the server stops accepting, gives running statements the shutdown grace,
+//!   then closes every connection.
 //! - Authentication: none ("trust", like a local Postgres's loopback entry in pg_hba.conf).
 //!   The server listens on loopback by default; authenticating clients belongs to the
 //!   edge-cloud boundary, not to this local interface. No TLS.
@@ -23,6 +28,8 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{
@@ -32,8 +39,6 @@ use arrow::datatypes::{
 use arrow::temporal_conversions::{date32_to_datetime, timestamp_us_to_datetime};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
-use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use futures::{Sink, stream};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -51,16 +56,19 @@ use tokio::task::JoinSet;
 use super::{QueryEngine, QueryResult};
 use crate::error::EngineError;
 
-/// Serves the Postgres wire protocol on `listener` until `shutdown` completes; then the
-/// open connections are closed.
+/// Serves the Postgres wire protocol on `listener` until `shutdown` completes; then it
+/// stops accepting, waits at most `grace` for running statements, and closes the open
+/// connections.
 ///
 /// Every connection is a task owned by this function (a [`JoinSet`]), ended with it.
 pub async fn serve(
     listener: TcpListener,
     engine: QueryEngine,
+    grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let handlers = Arc::new(PgHandlers::new(engine));
+    let running = handlers.handler.running.clone();
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -84,6 +92,15 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    drop(listener);
+    // Bounded: until the grace ends, in steps of at most 20 ms.
+    let deadline = Instant::now() + grace;
+    while running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        tokio::select! {
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
     connections.shutdown().await;
     Ok(())
 }
@@ -103,6 +120,7 @@ impl PgHandlers {
                     engine: engine.clone(),
                 }),
                 engine,
+                running: Arc::default(),
             }),
         }
     }
@@ -127,6 +145,24 @@ impl PgWireServerHandlers for PgHandlers {
 struct PgQueryHandler {
     engine: QueryEngine,
     parser: Arc<PgParser>,
+    /// Statements running now, on every connection (what shutdown waits for).
+    running: Arc<AtomicUsize>,
+}
+
+/// Counts a running statement for as long as it lives.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(counter: &Arc<AtomicUsize>) -> Running {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Running(counter.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// No authentication: see the module documentation.
@@ -141,19 +177,14 @@ impl SimpleQueryHandler for PgQueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let _running = Running::start(&self.running);
+        // As in Postgres, statements run in order and an error ends the query string.
         let mut responses = Vec::new();
-        for statement in split_statements(query) {
-            match self.engine.query(&statement).await {
-                Ok(result) => responses.push(Response::Query(query_response(
-                    result,
-                    &Format::UnifiedText,
-                )?)),
-                Err(e) => {
-                    // As in Postgres, an error ends the query string.
-                    responses.push(Response::Error(Box::new(error_info(&e))));
-                    break;
-                }
-            }
+        for result in self.engine.query_script(query, None).await {
+            responses.push(match result {
+                Ok(result) => Response::Query(query_response(result, &Format::UnifiedText)?),
+                Err(e) => Response::Error(Box::new(error_info(&e))),
+            });
         }
         Ok(responses)
     }
@@ -180,6 +211,7 @@ impl ExtendedQueryHandler for PgQueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let _running = Running::start(&self.running);
         match self.engine.query(&portal.statement.statement.sql).await {
             Ok(result) => Ok(Response::Query(query_response(
                 result,
@@ -206,37 +238,24 @@ struct PgParser {
 
 impl PgParser {
     async fn plan(&self, sql: &str) -> Result<PgStatement, ErrorInfo> {
-        if split_statements(sql).len() > 1 {
-            return Err(ErrorInfo::new(
-                "ERROR".into(),
-                "42601".into(),
-                "cannot insert multiple commands into a prepared statement".into(),
-            ));
-        }
-        let ctx = self.engine.planning_session().map_err(|e| error_info(&e))?;
-        let frame = ctx
-            .sql(sql)
+        let described = self
+            .engine
+            .describe(sql)
             .await
-            .map_err(|e| error_info(&EngineError::Sql(e.strip_backtrace())))?;
-        let parameters = frame
-            .logical_plan()
-            .get_parameter_names()
-            .map_err(|e| error_info(&EngineError::Sql(e.strip_backtrace())))?;
-        if !parameters.is_empty() {
-            let mut names: Vec<_> = parameters.into_iter().collect();
-            names.sort();
+            .map_err(|e| error_info(&e))?;
+        if !described.parameters.is_empty() {
             return Err(ErrorInfo::new(
                 "ERROR".into(),
                 "0A000".into(),
                 format!(
                     "query parameters are not supported yet ({}); write the values into the statement",
-                    names.join(", ")
+                    described.parameters.join(", ")
                 ),
             ));
         }
         Ok(PgStatement {
             sql: sql.to_string(),
-            schema: Arc::new(frame.schema().as_arrow().clone()),
+            schema: described.schema,
         })
     }
 }
@@ -276,21 +295,11 @@ impl QueryParser for PgParser {
     }
 }
 
-/// The statements of a query string, each as its own string. A string that does not parse
-/// is returned whole, so that DataFusion reports the error in its own words.
-fn split_statements(sql: &str) -> Vec<String> {
-    match Parser::parse_sql(&GenericDialect {}, sql) {
-        Ok(statements) if statements.len() > 1 => {
-            statements.iter().map(ToString::to_string).collect()
-        }
-        _ => vec![sql.to_string()],
-    }
-}
-
 /// The Postgres error for an engine error: DataFusion's message with a SQLSTATE.
 fn error_info(e: &EngineError) -> ErrorInfo {
     let (code, message) = match e {
         EngineError::Sql(message) => (sqlstate(message), message.clone()),
+        EngineError::SqlRefused { refusal, message } => (refusal.sqlstate(), message.clone()),
         other => ("XX000", other.to_string()),
     };
     ErrorInfo::new("ERROR".into(), code.into(), message)
@@ -298,7 +307,10 @@ fn error_info(e: &EngineError) -> ErrorInfo {
 
 /// The SQLSTATE of a DataFusion error message.
 fn sqlstate(message: &str) -> &'static str {
-    if message.contains("ParserError") || message.contains("sql parser error") {
+    if message.contains("ParserError")
+        || message.contains("sql parser error")
+        || message.contains("send one at a time")
+    {
         "42601" // syntax_error
     } else if message.contains("table '") && message.contains("' not found") {
         "42P01" // undefined_table
@@ -613,16 +625,6 @@ mod tests {
             error_info(&EngineError::Internal("boom".into())).code,
             "XX000"
         );
-    }
-
-    #[test]
-    fn a_query_string_splits_into_statements_and_bad_sql_stays_whole() {
-        assert_eq!(
-            split_statements("SELECT 1; SELECT 'a;b'"),
-            ["SELECT 1", "SELECT 'a;b'"]
-        );
-        assert_eq!(split_statements("SELEC 1; SELECT 2"), ["SELEC 1; SELECT 2"]);
-        assert_eq!(split_statements("SELECT 1;"), ["SELECT 1;"]);
     }
 
     fn futures_block_on<F: Future>(future: F) -> F::Output {
