@@ -14,6 +14,7 @@ mod control;
 mod control_loop;
 mod end_to_end;
 mod hardening_input;
+mod hardening_sql;
 mod insight;
 #[cfg(feature = "kafka")]
 mod kafka;

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::edgeflow;
+
 const SMALL_FLEET: &str = r#"
 pipeline: small
 nodes:
@@ -47,7 +49,7 @@ fn write_pipeline(dir: &Path) -> PathBuf {
 fn serve(extra: &[&str]) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = write_pipeline(dir.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+    let mut child = edgeflow()
         .current_dir(dir.path())
         .args(["run", pipeline.to_str().unwrap(), "--events", EVENTS])
         .args([
@@ -251,7 +253,7 @@ fn deep_expressions_are_refused_and_the_server_stays_up() {
 
     let dir = tempfile::tempdir().unwrap();
     let pipeline = write_pipeline(dir.path());
-    let output = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+    let output = edgeflow()
         .current_dir(dir.path())
         .args([
             "run",
@@ -326,7 +328,7 @@ fn sql_is_read_only_on_every_path() {
 
     let dir = tempfile::tempdir().unwrap();
     let pipeline = write_pipeline(dir.path());
-    let output = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+    let output = edgeflow()
         .current_dir(dir.path())
         .args([
             "run",
@@ -393,7 +395,7 @@ fn cross_site_posts_are_refused_and_local_clients_are_served() {
         &format!(r#"{{"sql": "{count}"}}"#),
     );
     assert_eq!(json.body, expected_count(), "{json:?}");
-    let cli = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+    let cli = edgeflow()
         .args(["sql", "--server", &served.http, "--format", "csv", count])
         .output()
         .unwrap();
@@ -620,7 +622,7 @@ fn shutdown_is_bounded_with_a_half_sent_body_or_a_running_query() {
 fn a_query_of_several_statements_prints_each_result() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = write_pipeline(dir.path());
-    let output = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+    let output = edgeflow()
         .current_dir(dir.path())
         .args([
             "run",
