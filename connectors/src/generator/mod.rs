@@ -12,7 +12,8 @@
 //!
 //! Values: per-channel base level + periodic component (period 1..5 min, from a sine table) +
 //! slow wander (period 1..3 h) + Gaussian noise, plus anomaly episodes (spike, level shift,
-//! stuck, drift) that start with probability `anomaly_rate` per reading.//!
+//! stuck, drift) that start with probability `anomaly_rate` per reading.
+//!
 //! `signal.rs` holds the signal model (one `Channel` per device and sensor, and
 //! the anomaly shapes); this file the fleet's options and the batch producer.
 

@@ -19,7 +19,8 @@
 //!   = `consumer`); an edge process shows its own frames as it wrote them to its spool
 //!   (`side` = `producer`) with the spool's depth.
 //! - `edgeflow_topics`: one row per cut topic (plus the dead-letter topic where this process
-//!   writes it): what this process sent and received.//!
+//!   writes it): what this process sent and received.
+//!
 //! `state.rs` holds what the runtime fills ([`SystemState`]), `tables.rs` the tables' schemas
 //! and how rows become Arrow batches.
 
