@@ -64,6 +64,23 @@ fn http_client(server: &str) -> (String, ureq::Agent) {
     (base, agent)
 }
 
+/// The body of a successful response; for an error status, prints the error and gives the
+/// exit code instead.
+fn success_body(
+    response: &mut ureq::http::Response<ureq::Body>,
+) -> Result<Result<Vec<u8>, ExitCode>> {
+    let status = response.status();
+    let body = response
+        .body_mut()
+        .read_to_vec()
+        .context("reading the response")?;
+    if !status.is_success() {
+        eprintln!("error: {}", error_message(&body));
+        return Ok(Err(ExitCode::FAILURE));
+    }
+    Ok(Ok(body))
+}
+
 /// The `error` of a JSON error body, or the body as text.
 fn error_message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
@@ -120,15 +137,10 @@ pub fn control_client(args: ControlArgs) -> Result<ExitCode> {
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
-    let status = response.status();
-    let body = response
-        .body_mut()
-        .read_to_vec()
-        .context("reading the response")?;
-    if !status.is_success() {
-        eprintln!("error: {}", error_message(&body));
-        return Ok(ExitCode::FAILURE);
-    }
+    let body = match success_body(&mut response)? {
+        Ok(body) => body,
+        Err(failure) => return Ok(failure),
+    };
     println!("{}", String::from_utf8_lossy(&body));
     Ok(ExitCode::SUCCESS)
 }
@@ -144,15 +156,10 @@ pub fn sql_client(sql: &str, server: &str, format: OutputFormat) -> Result<ExitC
         .with_context(|| {
             format!("cannot reach edgeflow at {base} (is `edgeflow run --serve` running?)")
         })?;
-    let status = response.status();
-    let body = response
-        .body_mut()
-        .read_to_vec()
-        .context("reading the response")?;
-    if !status.is_success() {
-        eprintln!("error: {}", error_message(&body));
-        return Ok(ExitCode::FAILURE);
-    }
+    let body = match success_body(&mut response)? {
+        Ok(body) => body,
+        Err(failure) => return Ok(failure),
+    };
     let result = decode_ipc_result(&body).map_err(|e| anyhow!("{e}"))?;
     match format {
         OutputFormat::Table => print!("{}", render_table(&result)),

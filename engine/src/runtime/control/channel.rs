@@ -72,30 +72,9 @@ impl ControlChannel {
     ) {
         *lock(&self.publisher) = Some(sink);
         let Some(log) = self.log.clone() else { return };
-        let (stop, metrics) = (self.stop.clone(), self.metrics.clone());
-        let thread = std::thread::spawn(move || {
-            let mut sources = [(records, true), (acks, false)];
-            let mut backoff = Backoff::default();
-            while !stop.load(Ordering::SeqCst) {
-                for (source, is_record) in &mut sources {
-                    match source.poll() {
-                        Ok(messages) => {
-                            backoff.reset();
-                            for json in messages {
-                                log.add(&json, *is_record);
-                            }
-                        }
-                        Err(e) => {
-                            metrics.error("cloud");
-                            tracing::warn!(error = %e, "reading a control topic; retrying");
-                            backoff.pause(&stop);
-                        }
-                    }
-                }
-                pause(POLL_EVERY, &stop);
-            }
+        self.tail("cloud", vec![records, acks], move |source, json| {
+            log.add(&json, source == 0);
         });
-        lock(&self.threads).push(thread);
     }
 
     /// Edge side: this process runs the edge nodes of the plan on `workers` workers as edge
@@ -125,35 +104,51 @@ impl ControlChannel {
                 "the control channel's edge side was started twice".into(),
             ));
         }
+        let metrics = self.metrics.clone();
+        self.tail("edge", vec![records], move |_, json| {
+            match serde_json::from_slice::<IssuedRecord>(&json) {
+                Ok(issued) => hub.deliver(issued.record),
+                Err(e) => {
+                    metrics.count("malformed");
+                    tracing::warn!(error = %e, "a control message is not a record; skipped");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Starts a thread that tails `sources` until the channel stops: every message goes to
+    /// `deliver` with the index of its source; a transport error is counted for `side`,
+    /// logged and retried after a backoff.
+    fn tail(
+        &self,
+        side: &'static str,
+        mut sources: Vec<Box<dyn MessageSource>>,
+        mut deliver: impl FnMut(usize, Vec<u8>) + Send + 'static,
+    ) {
         let (stop, metrics) = (self.stop.clone(), self.metrics.clone());
-        let mut records = records;
         let thread = std::thread::spawn(move || {
             let mut backoff = Backoff::default();
             while !stop.load(Ordering::SeqCst) {
-                match records.poll() {
-                    Ok(messages) => {
-                        backoff.reset();
-                        for json in messages {
-                            match serde_json::from_slice::<IssuedRecord>(&json) {
-                                Ok(issued) => hub.deliver(issued.record),
-                                Err(e) => {
-                                    metrics.count("malformed");
-                                    tracing::warn!(error = %e, "a control message is not a record; skipped");
-                                }
+                for (index, source) in sources.iter_mut().enumerate() {
+                    match source.poll() {
+                        Ok(messages) => {
+                            backoff.reset();
+                            for json in messages {
+                                deliver(index, json);
                             }
                         }
-                    }
-                    Err(e) => {
-                        metrics.error("edge");
-                        tracing::warn!(error = %e, "reading the control topic; retrying");
-                        backoff.pause(&stop);
+                        Err(e) => {
+                            metrics.error(side);
+                            tracing::warn!(error = %e, side, "reading a control topic; retrying");
+                            backoff.pause(&stop);
+                        }
                     }
                 }
                 pause(POLL_EVERY, &stop);
             }
         });
         lock(&self.threads).push(thread);
-        Ok(())
     }
 
     /// The port through which worker `worker`'s instance of `node` receives records, if the
