@@ -2,11 +2,11 @@
 //! forwarder that drains the spool into Kafka.
 //!
 //! A frame maps onto a Kafka record one to one: key = edge id (so one edge's frames stay in
-//! order on one partition), headers = the [`FrameHeader`] pairs (`edgeflow-*`), value = the
-//! payload. Any Kafka client can read the topics. Producers are idempotent
-//! (`enable.idempotence`); the cloud reads with manually assigned partitions at offsets it
-//! tracks itself, and commits them to its consumer group so `kafka-consumer-groups` shows
-//! its lag.
+//! order on one partition), headers = the [`FrameHeader`](crate::frame::FrameHeader) pairs
+//! (`edgeflow-*`), value = the payload. Any Kafka client can read the topics. Producers are
+//! idempotent (`enable.idempotence`); the cloud reads with manually assigned partitions at
+//! offsets it tracks itself, and commits them to its consumer group so
+//! `kafka-consumer-groups` shows its lag.
 //!
 //! - `client.rs`: client settings, connection health, topic creation and the one partition
 //!   assignment of readers outside a consumer group.

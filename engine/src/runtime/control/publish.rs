@@ -66,11 +66,21 @@ pub fn publish(stream: BatchStream<'_>, node: &PlanNode, env: &BuildEnv) {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
 
+    use arrow::array::StringArray;
+    use arrow::record_batch::RecordBatch;
+    use edgeflow_connectors::embedded_log::EmbeddedLog;
+    use edgeflow_operators::control::{ControlAction, ControlRecord};
     use timely::dataflow::operators::ToStream;
 
     use super::*;
+    use crate::metrics::Metrics;
     use crate::runtime::batch::Batch;
+    use crate::runtime::control::{
+        CONTROL_LOG_TABLE, IssuedRecord, LogSink, LogSource, MessageSource,
+    };
     use crate::runtime::{RunContext, RunOptions, catalog_for};
 
     const PIPELINE: &str = r#"
