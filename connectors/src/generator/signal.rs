@@ -119,7 +119,12 @@ fn geometric(rng: &mut Xoshiro256PlusPlus, p: f64) -> u64 {
 }
 
 impl Channel {
-    pub(super) fn new(opts: &GeneratorOptions, device: u32, sensor: usize, interval_ms: f64) -> Channel {
+    pub(super) fn new(
+        opts: &GeneratorOptions,
+        device: u32,
+        sensor: usize,
+        interval_ms: f64,
+    ) -> Channel {
         let seed = mix(mix(opts.seed ^ mix(u64::from(device))) ^ sensor as u64);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let (base, spread, sigma) = profile(&opts.sensors[sensor]);

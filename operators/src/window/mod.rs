@@ -32,8 +32,8 @@
 //! sequential sum (and Welford update) that defines these outputs, so using them would change
 //! results.
 
-pub(crate) mod keys;
 mod fold;
+pub(crate) mod keys;
 mod spec;
 mod state;
 
@@ -44,17 +44,16 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, PrimitiveArray, RecordBatch,
     TimestampMillisecondArray, UInt32Array,
 };
-use arrow::buffer::{NullBuffer, ScalarBuffer};
 use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
 
 use crate::error::{OperatorError, Result};
-use crate::kernels::{Exec, GroupedStats, Validity, WindowStats};
+use crate::kernels::Exec;
 use crate::schema::{EventSchema, FieldType};
 use fold::{FoldPlan, KERNEL_MIN_ROWS_PER_GROUP, fold_column, merge_folded};
 use keys::KeyInterner;
 pub use spec::{AggregateFn, AggregateSpec, WindowSpec};
 pub(crate) use state::percentile_sorted;
-use state::{AggPlan, AggState, NO_SLOT, NumState, Window};
+use state::{AggPlan, AggState, NO_SLOT, Window, each};
 
 /// What [`WindowAggregator::push`] did not aggregate.
 #[derive(Debug, Default)]
@@ -94,7 +93,6 @@ pub(crate) fn take_rows(batch: &RecordBatch, rows: &[u32]) -> Result<RecordBatch
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(batch.schema(), cols)?)
 }
-
 
 /// Event-time tumbling/hopping window aggregation over keyed batches. See the module docs for
 /// the semantics of each aggregate.

@@ -2,6 +2,8 @@
 //! ([`AggState`], [`NumState`]), how each aggregate reads its input ([`AggPlan`]) and the
 //! open groups of a window ([`Window`]); exact percentiles at close time.
 
+use std::sync::Arc;
+
 use arrow::array::{ArrayRef, Float64Array, Int64Array};
 use arrow::buffer::{NullBuffer, ScalarBuffer};
 
@@ -110,7 +112,12 @@ pub(super) enum AggState {
 
 /// Calls `f(row, slot)` for every row whose value is not null.
 #[inline(always)]
-pub(super) fn each(rows: &[u32], slots: &[u32], nulls: Option<&NullBuffer>, mut f: impl FnMut(usize, usize)) {
+pub(super) fn each(
+    rows: &[u32],
+    slots: &[u32],
+    nulls: Option<&NullBuffer>,
+    mut f: impl FnMut(usize, usize),
+) {
     match nulls {
         None => {
             for (&r, &s) in rows.iter().zip(slots) {

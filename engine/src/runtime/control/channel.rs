@@ -105,15 +105,17 @@ impl ControlChannel {
             ));
         }
         let metrics = self.metrics.clone();
-        self.tail("edge", vec![records], move |_, json| {
-            match serde_json::from_slice::<IssuedRecord>(&json) {
+        self.tail(
+            "edge",
+            vec![records],
+            move |_, json| match serde_json::from_slice::<IssuedRecord>(&json) {
                 Ok(issued) => hub.deliver(issued.record),
                 Err(e) => {
                     metrics.count("malformed");
                     tracing::warn!(error = %e, "a control message is not a record; skipped");
                 }
-            }
-        });
+            },
+        );
         Ok(())
     }
 

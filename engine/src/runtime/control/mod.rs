@@ -38,10 +38,10 @@ pub use channel::ControlChannel;
 pub use hub::{
     ControlHub, ControlPort, Controllable, event_times, load_model_source, process_controlled,
 };
-pub use log::{CONTROL_LOG_TABLE, add_control_log, control_log_schema};
-pub use publish::publish;
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaMessageSink, KafkaMessageSource};
+pub use log::{CONTROL_LOG_TABLE, add_control_log, control_log_schema};
+pub use publish::publish;
 pub use transport::{LogSink, LogSource, MessageSink, MessageSource};
 
 /// A control record as it travels on the control topic: the record and when it was issued

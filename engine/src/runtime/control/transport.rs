@@ -99,4 +99,3 @@ impl MessageSource for LogSource {
         Ok(frames.into_iter().map(|f| f.payload).collect())
     }
 }
-
