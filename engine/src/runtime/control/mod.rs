@@ -83,33 +83,18 @@ struct ControlMetrics {
 
 impl ControlMetrics {
     fn new(metrics: &Metrics) -> Self {
-        let records = IntCounterVec::new(
-            Opts::new(
-                "edgeflow_control_records_total",
-                "Control records by what happened to them: published, received, applied, rejected, ignored, duplicate.",
-            ),
-            &["event"],
-        )
-        .unwrap_or_else(|e| unreachable!("metric is well-formed: {e}"));
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "edgeflow_control_errors_total",
-                "Errors reading or writing the control topics (retried with backoff).",
-            ),
-            &["side"],
-        )
-        .unwrap_or_else(|e| unreachable!("metric is well-formed: {e}"));
-        // A second channel on the same registry (tests) shares the first one's families.
-        let records = match metrics.registry().register(Box::new(records.clone())) {
-            Ok(()) => records,
-            Err(prometheus::Error::AlreadyReg) => records,
-            Err(e) => unreachable!("control metrics register: {e}"),
-        };
-        let errors = match metrics.registry().register(Box::new(errors.clone())) {
-            Ok(()) => errors,
-            Err(prometheus::Error::AlreadyReg) => errors,
-            Err(e) => unreachable!("control metrics register: {e}"),
-        };
+        let records = counter_family(
+            metrics,
+            "edgeflow_control_records_total",
+            "Control records by what happened to them: published, received, applied, rejected, ignored, duplicate.",
+            "event",
+        );
+        let errors = counter_family(
+            metrics,
+            "edgeflow_control_errors_total",
+            "Errors reading or writing the control topics (retried with backoff).",
+            "side",
+        );
         ControlMetrics { records, errors }
     }
 
@@ -119,6 +104,17 @@ impl ControlMetrics {
 
     fn error(&self, side: &str) {
         self.errors.with_label_values(&[side]).inc();
+    }
+}
+
+/// A counter family `name` with one label, registered on `metrics`.
+fn counter_family(metrics: &Metrics, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let family = IntCounterVec::new(Opts::new(name, help), &[label])
+        .unwrap_or_else(|e| unreachable!("metric is well-formed: {e}"));
+    // A second channel on the same registry (tests) shares the first one's families.
+    match metrics.registry().register(Box::new(family.clone())) {
+        Ok(()) | Err(prometheus::Error::AlreadyReg) => family,
+        Err(e) => unreachable!("control metrics register: {e}"),
     }
 }
 
