@@ -15,7 +15,6 @@ use serde_json::Value;
 
 use crate::common::edgeflow;
 
-
 fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),

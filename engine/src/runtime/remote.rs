@@ -17,13 +17,12 @@ use std::time::{Duration, Instant};
 
 use edgeflow_connectors::error::chain;
 use edgeflow_connectors::kafka::{
-    CloudFeed, FrameProducer, KafkaSettings, LinkStats, RecordWriter, TopicTail, ensure_topics,
-    forward,
+    CloudFeed, FrameProducer, KafkaSettings, LinkStats, ensure_topics, forward,
 };
 use edgeflow_connectors::spool::{Spool, SpoolOptions};
 
 use super::build::CutWiring;
-use super::control::{MessageSink, MessageSource};
+use super::control::{KafkaMessageSink, KafkaMessageSource, MessageSink, MessageSource};
 use super::cut::{FrameIn, FrameOut, Producers};
 use super::{RunContext, RunOptions, RunReport, drive};
 use crate::error::EngineError;
@@ -104,56 +103,13 @@ fn report_link(
     })
 }
 
-/// A control topic written through Kafka (JSON records keyed by issuer or edge id).
-struct KafkaMessageSink {
-    writer: RecordWriter,
-}
-
-impl MessageSink for KafkaMessageSink {
-    fn send(&mut self, key: &str, json: &[u8]) -> Result<(), EngineError> {
-        self.writer
-            .send(key.as_bytes(), json)
-            .map_err(connector_error("control topic"))
-    }
-}
-
-impl Drop for KafkaMessageSink {
-    /// Hands queued records and acknowledgements to the broker before the process ends.
-    fn drop(&mut self) {
-        if let Err(e) = self.writer.flush(Duration::from_secs(10)) {
-            tracing::warn!(error = %chain(&e), "control messages not delivered before exit");
-        }
-    }
-}
-
-/// A control topic read through Kafka, every partition from the beginning.
-struct KafkaMessageSource {
-    tail: TopicTail,
-}
-
-impl MessageSource for KafkaMessageSource {
-    fn poll(&mut self) -> Result<Vec<Vec<u8>>, EngineError> {
-        let records = self
-            .tail
-            .poll(1024, Duration::from_millis(50))
-            .map_err(connector_error("control topic"))?;
-        Ok(records.into_iter().map(|r| r.payload).collect())
-    }
-}
-
 fn control_writer(
     transport: &TransportOptions,
     client: String,
     topic: &str,
 ) -> Result<Box<dyn MessageSink>, EngineError> {
-    let writer = RecordWriter::new(
-        &settings(transport, client),
-        topic,
-        transport.partitions,
-        Arc::new(LinkStats::default()),
-    )
-    .map_err(connector_error(topic))?;
-    Ok(Box::new(KafkaMessageSink { writer }))
+    let sink = KafkaMessageSink::open(&settings(transport, client), topic, transport.partitions)?;
+    Ok(Box::new(sink))
 }
 
 fn control_reader(
@@ -161,14 +117,9 @@ fn control_reader(
     client: String,
     topic: &str,
 ) -> Result<Box<dyn MessageSource>, EngineError> {
-    let tail = TopicTail::new(
-        &settings(transport, client),
-        topic,
-        transport.partitions,
-        Arc::new(LinkStats::default()),
-    )
-    .map_err(connector_error(topic))?;
-    Ok(Box::new(KafkaMessageSource { tail }))
+    let source =
+        KafkaMessageSource::open(&settings(transport, client), topic, transport.partitions)?;
+    Ok(Box::new(source))
 }
 
 /// What an edge process is.

@@ -1,0 +1,130 @@
+//! The Kafka flags of `edgeflow edge` and `edgeflow cloud`, and the roles they make.
+
+use anyhow::{Result, anyhow};
+use edgeflow::plan::Plan;
+use edgeflow::runtime;
+use edgeflow_connectors::spool::{SpoolOptions, WhenFull};
+
+use super::run::Role;
+
+/// How `edge` and `cloud` reach Kafka; each overrides the pipeline's `transport:` section.
+#[derive(clap::Args)]
+pub struct TransportArgs {
+    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
+    #[arg(long, env = "EDGEFLOW_BROKERS")]
+    brokers: Option<String>,
+    /// Partitions of the topics edgeflow creates [default: 3].
+    #[arg(long, env = "EDGEFLOW_PARTITIONS")]
+    partitions: Option<u32>,
+    /// An edge silent this long stops holding back the cloud's watermark [default: 30s].
+    #[arg(long, env = "EDGEFLOW_IDLE_TIMEOUT")]
+    idle_timeout: Option<String>,
+    /// Bound of the edge's spool in bytes [default: 1 GiB].
+    #[arg(long, env = "EDGEFLOW_SPOOL_MAX_BYTES")]
+    spool_max_bytes: Option<u64>,
+    /// When the spool is full: block, or drop_oldest_summaries [default: block].
+    #[arg(long, env = "EDGEFLOW_SPOOL_WHEN_FULL")]
+    spool_when_full: Option<String>,
+    /// Extra librdkafka setting NAME=VALUE (repeatable), e.g. `security.protocol=sasl_ssl`.
+    #[arg(long = "kafka-option", value_parser = parse_key_value)]
+    kafka_options: Vec<(String, String)>,
+}
+
+/// Parses `I/N` (share I of N, 0 <= I < N).
+pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let (i, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("expected I/N such as 0/2, got {text:?}"))?;
+    let (i, n): (usize, usize) = (
+        i.trim()
+            .parse()
+            .map_err(|_| format!("bad shard index {i:?}"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| format!("bad shard count {n:?}"))?,
+    );
+    if n == 0 || i >= n {
+        return Err(format!("shard {i}/{n}: need 0 <= I < N"));
+    }
+    Ok((i, n))
+}
+
+/// Parses `NAME=VALUE`.
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))
+}
+
+impl TransportArgs {
+    /// Flags (and their variables) over the pipeline's `transport:` section over defaults.
+    fn resolve(&self, plan: &Plan) -> Result<runtime::remote::TransportOptions> {
+        let yaml = &plan.transport;
+        let idle_timeout_ms = match &self.idle_timeout {
+            Some(text) => edgeflow::spec::parse_duration_ms(text)
+                .map_err(|hint| anyhow!("--idle-timeout {text:?}: {hint}"))?,
+            None => yaml.idle_timeout_ms.unwrap_or(30_000),
+        };
+        let when_full = match self.spool_when_full.as_deref().or(yaml.spool_when_full) {
+            None => WhenFull::Block,
+            Some(name) => WhenFull::from_name(name).ok_or_else(|| {
+                anyhow!("--spool-when-full {name:?}: expected block or drop_oldest_summaries")
+            })?,
+        };
+        Ok(runtime::remote::TransportOptions {
+            brokers: self
+                .brokers
+                .clone()
+                .or_else(|| yaml.brokers.clone())
+                .unwrap_or_else(|| "127.0.0.1:9092".into()),
+            partitions: self.partitions.or(yaml.partitions).unwrap_or(3).max(1) as i32,
+            idle_timeout: std::time::Duration::from_millis(idle_timeout_ms.max(0) as u64),
+            spool: SpoolOptions {
+                max_bytes: self
+                    .spool_max_bytes
+                    .or(yaml.spool_max_bytes)
+                    .unwrap_or(SpoolOptions::default().max_bytes),
+                when_full,
+                ..SpoolOptions::default()
+            },
+            kafka: self.kafka_options.clone(),
+        })
+    }
+}
+
+/// The role of `edgeflow edge`: edge `edge_id`, generating share `shard` of the fleet.
+pub fn edge_role(
+    edge_id: String,
+    shard: (usize, usize),
+    transport: TransportArgs,
+) -> impl FnOnce(&Plan) -> Result<Role> {
+    move |plan| {
+        if !edgeflow::spec::is_valid_edge_id(&edge_id) {
+            return Err(anyhow!(
+                "--edge-id {edge_id:?}: use letters, digits, '-', '_' and '.'"
+            ));
+        }
+        Ok(Role::Edge(runtime::remote::EdgeOptions {
+            edge_id: edge_id.clone(),
+            shard,
+            transport: transport.resolve(plan)?,
+        }))
+    }
+}
+
+/// The role of `edgeflow cloud`: waits for `edges`, commits offsets as `group`.
+pub fn cloud_role(
+    edges: Vec<String>,
+    group: Option<String>,
+    transport: TransportArgs,
+) -> impl FnOnce(&Plan) -> Result<Role> {
+    move |plan| {
+        Ok(Role::Cloud(runtime::remote::CloudOptions {
+            edges: edges.clone(),
+            group: group
+                .clone()
+                .unwrap_or_else(|| format!("edgeflow-{}-cloud", plan.pipeline)),
+            transport: transport.resolve(plan)?,
+        }))
+    }
+}
