@@ -359,11 +359,10 @@ mod tests {
         assert_eq!(got[4], (5, b"12345".to_vec(), Some(5)));
     }
 
-    fn records(
-        text: &str,
-        width: Option<usize>,
-        max: usize,
-    ) -> Vec<Result<(u64, Vec<String>), (u64, String)>> {
+    /// A record as read: `Ok((line, fields))` or `Err((line, reason))`.
+    type ReadRecord = Result<(u64, Vec<String>), (u64, String)>;
+
+    fn records(text: &str, width: Option<usize>, max: usize) -> Vec<ReadRecord> {
         let mut reader = CsvRecords::new(text.as_bytes(), max);
         let mut record = csv::ByteRecord::new();
         let mut out = Vec::new();

@@ -44,7 +44,7 @@ pub const TOPICS_TABLE: &str = "edgeflow_topics";
 /// Per materialized table: rows and frontier of the snapshot a query read.
 pub const TABLES_TABLE: &str = "edgeflow_tables";
 /// Every system table name (reserved: the spec rejects a `table` node named like one, see
-/// `spec::kinds::SYSTEM_TABLE_NAMES`).
+/// `kinds::SYSTEM_TABLE_NAMES`).
 pub const SYSTEM_TABLES: [&str; 4] = [NODES_TABLE, EDGES_TABLE, TOPICS_TABLE, TABLES_TABLE];
 
 /// Kind label of the pseudo node that reads a cut topic in the cloud half.
