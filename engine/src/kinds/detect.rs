@@ -1,7 +1,6 @@
 //! The `detect` kind: scores a numeric field per key (thresholds or a running z-score) and
 //! emits the exceptions (or every event with its score); controllable at the edge.
 
-use std::any::Any;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -97,10 +96,6 @@ pub struct DetectSettings {
 impl NodeSettings for DetectSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &Detect
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn default_placement(&self, _inputs: &[Placement]) -> Placement {

@@ -2,7 +2,6 @@
 //! changelog (an aggregate's output) it keeps the changes of the rows it selects, so its
 //! output is a changelog too.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
@@ -52,10 +51,6 @@ pub struct FilterSettings {
 impl NodeSettings for FilterSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &Filter
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn default_placement(&self, inputs: &[Placement]) -> Placement {

@@ -2,7 +2,6 @@
 //! emitting the exceptions (or every scored window); controllable at the edge, including
 //! swapping the model while running.
 
-use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -78,10 +77,6 @@ pub struct InferSettings {
 impl NodeSettings for InferSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &Infer
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn default_placement(&self, _inputs: &[Placement]) -> Placement {

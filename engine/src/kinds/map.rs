@@ -1,7 +1,6 @@
 //! The `map` kind: computes fields from SQL expressions and drops fields; the event-time
 //! field must survive as `timestamp_ms`.
 
-use std::any::Any;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -57,10 +56,6 @@ pub struct MapSettings {
 impl NodeSettings for MapSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &Map
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn default_placement(&self, inputs: &[Placement]) -> Placement {

@@ -138,9 +138,6 @@ pub trait NodeKind: Sync {
 pub trait NodeSettings: Debug + Send + Sync + Any {
     /// Its kind.
     fn kind(&self) -> &'static dyn NodeKind;
-    /// For downcasts to the concrete settings type (cross-kind relations such as an
-    /// aggregate's `lookup` of a reference).
-    fn as_any(&self) -> &dyn Any;
     /// Whether the node has no output stream.
     fn is_sink(&self) -> bool {
         self.kind().role() == Role::Sink

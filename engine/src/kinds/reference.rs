@@ -2,7 +2,6 @@
 //! `aggregate` nodes join to their input with `lookup:`. It is not a stream of its own: the
 //! aggregates that look it up build its reader on their input's clock.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use edgeflow_operators::schema::EventSchema;
@@ -76,10 +75,6 @@ pub struct ReferenceSettings {
 impl NodeSettings for ReferenceSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &Reference
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn not_a_stream(&self, id: &str) -> Option<(String, String)> {

@@ -1,6 +1,5 @@
 //! The `stdout` kind: prints a stream as JSON lines or aligned tables.
 
-use std::any::Any;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -51,10 +50,6 @@ pub struct StdoutSettings {
 impl NodeSettings for StdoutSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &Stdout
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn default_placement(&self, inputs: &[Placement]) -> Placement {

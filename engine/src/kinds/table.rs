@@ -1,7 +1,6 @@
 //! The `table` kind: a materialized, SQL-queryable table. Over a changelog (an aggregate's
 //! output) the table holds the sum of the changes, keyed by their rows.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -62,10 +61,6 @@ pub struct TableSettings {
 impl NodeSettings for TableSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &Table
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn default_placement(&self, _inputs: &[Placement]) -> Placement {

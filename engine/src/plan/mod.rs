@@ -66,7 +66,8 @@ impl PlanNode {
 
     /// Its settings as `T`, when they are of that type.
     pub fn settings_as<T: 'static>(&self) -> Option<&T> {
-        self.settings.as_any().downcast_ref()
+        // Trait upcasting: every `NodeSettings` is `Any`.
+        (self.settings.as_ref() as &dyn std::any::Any).downcast_ref()
     }
 
     /// The schema and time field of its output `port` other than the main one.

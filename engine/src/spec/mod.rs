@@ -243,7 +243,8 @@ pub struct NodeSpec {
 impl NodeSpec {
     /// Its settings as `T`, when they are of that type.
     pub fn settings_as<T: 'static>(&self) -> Option<&T> {
-        self.settings.as_any().downcast_ref()
+        // Trait upcasting: every `NodeSettings` is `Any`.
+        (self.settings.as_ref() as &dyn std::any::Any).downcast_ref()
     }
 
     /// The position of the setting at `path`, or of the node id.

@@ -5,7 +5,6 @@
 mod build;
 mod rows;
 
-use std::any::Any;
 use std::sync::Arc;
 
 use edgeflow_operators::schema::{EventSchema, FieldType};
@@ -83,10 +82,6 @@ pub struct AggregateSettings {
 impl NodeSettings for AggregateSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &Aggregate
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn default_placement(&self, _inputs: &[Placement]) -> Placement {

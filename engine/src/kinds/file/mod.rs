@@ -3,7 +3,6 @@
 
 mod build;
 
-use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -112,10 +111,6 @@ impl NodeSettings for FileSourceSettings {
         &File
     }
 
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn default_placement(&self, _inputs: &[Placement]) -> Placement {
         Placement::Edge
     }
@@ -157,10 +152,6 @@ impl NodeSettings for FileSourceSettings {
 impl NodeSettings for FileSinkSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &File
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn is_sink(&self) -> bool {

@@ -3,7 +3,6 @@
 
 mod build;
 
-use std::any::Any;
 use std::sync::Arc;
 
 use edgeflow_operators::schema::{EventSchema, FieldType};
@@ -119,10 +118,6 @@ impl GeneratorSettings {
 impl NodeSettings for GeneratorSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &Generator
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn default_placement(&self, _inputs: &[Placement]) -> Placement {

@@ -7,7 +7,6 @@ mod build;
 mod plan;
 mod read;
 
-use std::any::Any;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -62,10 +61,6 @@ impl NodeKind for Insight {
 impl NodeSettings for InsightSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &Insight
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn default_placement(&self, _inputs: &[Placement]) -> Placement {

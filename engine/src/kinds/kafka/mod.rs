@@ -3,7 +3,6 @@
 
 mod build;
 
-use std::any::Any;
 use std::sync::Arc;
 
 use edgeflow_operators::schema::EventSchema;
@@ -120,10 +119,6 @@ impl NodeSettings for KafkaSourceSettings {
         &Kafka
     }
 
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn default_placement(&self, _inputs: &[Placement]) -> Placement {
         Placement::Edge
     }
@@ -162,10 +157,6 @@ impl NodeSettings for KafkaSourceSettings {
 impl NodeSettings for KafkaSinkSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &Kafka
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn is_sink(&self) -> bool {

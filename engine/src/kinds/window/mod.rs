@@ -4,7 +4,6 @@
 
 mod build;
 
-use std::any::Any;
 use std::sync::Arc;
 
 use edgeflow_operators::schema::{EventSchema, FieldType};
@@ -85,10 +84,6 @@ pub struct WindowSettings {
 impl NodeSettings for WindowSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &Window
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 
     fn default_placement(&self, _inputs: &[Placement]) -> Placement {
