@@ -157,6 +157,27 @@ fn fleet_count(served: &Served) -> String {
     post_sql(served, "SELECT count(*) AS n FROM fleet").body
 }
 
+/// `edgeflow run` of the test pipeline to completion in a new temp dir (returned, with what
+/// the run printed), with `events` readings and `args` added.
+fn run_to_completion(events: &str, args: &[&str]) -> (tempfile::TempDir, std::process::Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(dir.path());
+    let output = edgeflow()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            pipeline.to_str().unwrap(),
+            "--events",
+            events,
+            "--quiet",
+        ])
+        .args(["--data-dir", "data"])
+        .args(args)
+        .output()
+        .unwrap();
+    (dir, output)
+}
+
 fn expected_count() -> String {
     format!("[{{\"n\":{FLEET_WINDOWS}}}]\n")
 }
@@ -251,20 +272,7 @@ fn deep_expressions_are_refused_and_the_server_stays_up() {
     });
     assert_alive(&mut served);
 
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = write_pipeline(dir.path());
-    let output = edgeflow()
-        .current_dir(dir.path())
-        .args([
-            "run",
-            pipeline.to_str().unwrap(),
-            "--events",
-            "600",
-            "--quiet",
-        ])
-        .args(["--data-dir", "data", "--query", &deep_sum(1000)])
-        .output()
-        .unwrap();
+    let (_dir, output) = run_to_completion("600", &["--query", &deep_sum(1000)]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
         output.status.code(),
@@ -326,20 +334,7 @@ fn sql_is_read_only_on_every_path() {
     });
     assert_alive(&mut served);
 
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = write_pipeline(dir.path());
-    let output = edgeflow()
-        .current_dir(dir.path())
-        .args([
-            "run",
-            pipeline.to_str().unwrap(),
-            "--events",
-            "600",
-            "--quiet",
-        ])
-        .args(["--data-dir", "data", "--query", copy])
-        .output()
-        .unwrap();
+    let (dir, output) = run_to_completion("600", &["--query", copy]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("read-only"), "{stderr}");
@@ -620,25 +615,17 @@ fn shutdown_is_bounded_with_a_half_sent_body_or_a_running_query() {
 /// Issue 12 case 17: `--query "a; b"` failed with "only supports a single SQL statement".
 #[test]
 fn a_query_of_several_statements_prints_each_result() {
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = write_pipeline(dir.path());
-    let output = edgeflow()
-        .current_dir(dir.path())
-        .args([
-            "run",
-            pipeline.to_str().unwrap(),
-            "--events",
-            EVENTS,
-            "--quiet",
-        ])
-        .args(["--data-dir", "data", "--format", "csv"])
-        .args([
+    let (_dir, output) = run_to_completion(
+        EVENTS,
+        &[
+            "--format",
+            "csv",
             "--query",
             "SELECT count(*) AS n FROM fleet; SELECT 'a;b' AS text",
-        ])
-        .args(["--query", "SELECT 1 AS one"])
-        .output()
-        .unwrap();
+            "--query",
+            "SELECT 1 AS one",
+        ],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert_eq!(

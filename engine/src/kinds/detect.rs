@@ -106,17 +106,16 @@ impl NodeSettings for DetectSettings {
         let (r, f) = cx.split();
         let (node, input) = (f.node, f.input);
         let (id, schema) = (&node.id, &input.schema);
-        let d = self;
         let typed = {
-            for (i, k) in d.key.iter().enumerate() {
+            for (i, k) in self.key.iter().enumerate() {
                 f.check(r, &format!("key[{i}]"), "key", k);
             }
-            match f.check(r, "value", "value", &d.value) {
+            match f.check(r, "value", "value", &self.value) {
                 Some(t) if !t.is_numeric() => {
                     f.ok.set(false);
                     r.error(
                         node.pos_of("value"),
-                        format!("node \"{id}\": field \"value\": \"{}\" is {t}, but a detector needs i64 or f64", d.value),
+                        format!("node \"{id}\": field \"value\": \"{}\" is {t}, but a detector needs i64 or f64", self.value),
                         None,
                     );
                 }

@@ -87,9 +87,8 @@ impl NodeSettings for InferSettings {
         let (r, f) = cx.split();
         let (node, input) = (f.node, f.input);
         let (id, schema) = (&node.id, &input.schema);
-        let settings = self;
         let typed = {
-            let mut settings = settings.clone();
+            let mut settings = self.clone();
             if settings.key.is_empty() {
                 settings.key = ["device", "sensor"]
                     .into_iter()

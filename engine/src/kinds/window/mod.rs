@@ -94,9 +94,8 @@ impl NodeSettings for WindowSettings {
         let (r, f) = cx.split();
         let (node, input) = (f.node, f.input);
         let (id, schema) = (&node.id, &input.schema);
-        let w = self;
         let typed = {
-            let mut w = w.clone();
+            let mut w = self.clone();
             if w.time_field.is_empty() {
                 w.time_field = input.time_field.clone();
             } else {
