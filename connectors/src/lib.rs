@@ -31,3 +31,4 @@ pub use file_source::{
     DeadLetter, FileFormat, FileSource, FileSourceOptions, RecordDecoder, RecordFormat,
 };
 pub use generator::{AnomalyShape, Generator, GeneratorOptions};
+pub use text::rfc3339_ms;

@@ -117,6 +117,10 @@ pub struct SpoolStats {
     pub oldest_age_ms: u64,
     /// Frames dropped by the `drop_oldest_summaries` policy since the spool was opened.
     pub dropped: u64,
+    /// How long the pipeline has been waiting for room, in ms (0 when it is not): the spool
+    /// is full of frames it may not drop (everything under `block`; exceptions under
+    /// `drop_oldest_summaries`) and the broker is not taking them.
+    pub blocked_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -154,6 +158,8 @@ struct State {
     last_sequence: BTreeMap<String, u64>,
     bytes: u64,
     dropped: u64,
+    /// Since when an append waits for room (a full spool it may not drop from).
+    blocked_since: Option<u64>,
     buffer: Vec<u8>,
 }
 
@@ -218,6 +224,7 @@ impl Spool {
             cursor,
             bytes: 0,
             dropped: 0,
+            blocked_since: None,
             buffer: Vec::new(),
         };
         for path in names {
@@ -300,14 +307,37 @@ impl Spool {
                 }
             }
             if stop() {
+                state.blocked_since = None;
                 state.buffer = record;
                 return Ok(Appended::Stopped);
+            }
+            if state.blocked_since.is_none() {
+                state.blocked_since = Some(now_ms());
+                let why = match self.options.when_full {
+                    WhenFull::Block => "policy block",
+                    WhenFull::DropOldestSummaries => {
+                        "what is left are exceptions, which drop_oldest_summaries never drops"
+                    }
+                };
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    bytes = state.bytes,
+                    max_bytes = self.options.max_bytes,
+                    "the spool is full ({why}): the pipeline waits until the broker takes frames (edgeflow_spool_blocked_ms)"
+                );
             }
             state = self
                 .room
                 .wait_timeout(state, Duration::from_millis(50))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+        if let Some(since) = state.blocked_since.take() {
+            tracing::info!(
+                dir = %self.dir.display(),
+                waited_ms = now_ms().saturating_sub(since),
+                "the spool has room again"
+            );
         }
         let rotate = state
             .segments
@@ -571,6 +601,9 @@ impl Spool {
             depth,
             oldest_age_ms: oldest.map_or(0, |t| now_ms().saturating_sub(t)),
             dropped: state.dropped,
+            blocked_ms: state
+                .blocked_since
+                .map_or(0, |since| now_ms().saturating_sub(since)),
         }
     }
 }

@@ -49,8 +49,7 @@ pub(crate) fn push_rfc3339_ms(out: &mut Vec<u8>, ms: i64) {
 }
 
 /// `ms` as an RFC 3339 string with millisecond precision.
-#[cfg(test)]
-pub(crate) fn rfc3339_ms(ms: i64) -> String {
+pub fn rfc3339_ms(ms: i64) -> String {
     let mut out = Vec::with_capacity(24);
     push_rfc3339_ms(&mut out, ms);
     // Only ASCII digits and separators were written.

@@ -61,6 +61,10 @@ pub enum EngineError {
     /// edge process); retrying helps in the first case.
     #[error("{0}")]
     ControlUnavailable(String),
+    /// The run stopped because a node, source, sink or transport failed; the message names
+    /// it and the cause (an internal error keeps its own wording inside).
+    #[error("the run stopped: {0}")]
+    RunFailed(String),
     /// A broken invariant: a bug in edgeflow.
     #[error("internal error (a bug in edgeflow): {0}")]
     Internal(String),

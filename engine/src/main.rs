@@ -6,6 +6,7 @@
 
 mod cli;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,7 +18,7 @@ use cli::inspect::{GraphFormat, graph, validate};
 use cli::run::{Role, RunArgs, run};
 use cli::train::{TrainArgs, train};
 #[cfg(feature = "kafka")]
-use cli::transport::{TransportArgs, cloud_role, edge_role, parse_shard};
+use cli::transport::{IdleArgs, SpoolArgs, TransportArgs, cloud_role, edge_role, parse_shard};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +48,8 @@ enum Command {
         shard: (usize, usize),
         #[command(flatten)]
         transport: TransportArgs,
+        #[command(flatten)]
+        spool: SpoolArgs,
     },
     #[cfg(feature = "kafka")]
     /// Run the cloud half of a pipeline, reading the edges' topics from Kafka.
@@ -62,6 +65,8 @@ enum Command {
         group: Option<String>,
         #[command(flatten)]
         transport: TransportArgs,
+        #[command(flatten)]
+        idle: IdleArgs,
     },
     /// Check pipeline files and report every problem with file:line:column.
     Validate {
@@ -102,6 +107,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file or a journal gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
@@ -112,14 +119,16 @@ fn main() -> ExitCode {
             edge_id,
             shard,
             transport,
-        } => run(args, edge_role(edge_id, shard, transport)),
+            spool,
+        } => run(args, edge_role(edge_id, shard, transport, spool)),
         #[cfg(feature = "kafka")]
         Command::Cloud {
             run: args,
             edges,
             group,
             transport,
-        } => run(args, cloud_role(edges, group, transport)),
+            idle,
+        } => run(args, cloud_role(edges, group, transport, idle)),
         Command::Validate { files } => validate(&files),
         Command::Train(args) => train(args),
         Command::Graph { file, format } => graph(&file, format),

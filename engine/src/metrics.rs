@@ -19,6 +19,7 @@ pub struct Metrics {
     errors: IntCounterVec,
     late_events: IntCounterVec,
     dead_letters: IntCounterVec,
+    exceptions: IntCounterVec,
     batch_seconds: HistogramVec,
     watermark: IntGaugeVec,
     cut_bytes: IntCounterVec,
@@ -39,6 +40,8 @@ pub struct LinkMetrics {
     pub spool_oldest_age_ms: IntGauge,
     /// Frames the spool dropped under `drop_oldest_summaries`.
     pub spool_dropped: IntGauge,
+    /// How long the pipeline has been waiting for room in a full spool, in ms (0: it is not).
+    pub spool_blocked_ms: IntGauge,
     /// 1 while the broker is reachable.
     pub up: IntGauge,
     /// Errors reported by the Kafka client.
@@ -81,6 +84,11 @@ impl LinkMetrics {
                 registry,
                 "edgeflow_spool_dropped_total",
                 "Frames dropped by the spool's drop_oldest_summaries policy.",
+            ),
+            spool_blocked_ms: gauge(
+                registry,
+                "edgeflow_spool_blocked_ms",
+                "How long the edge's pipeline has been waiting for room in a full spool, in ms (0: it is not).",
             ),
             up: gauge(
                 registry,
@@ -186,6 +194,12 @@ impl Metrics {
                 "Records sent to the dead-letter output.",
                 &NODE_LABELS,
             ),
+            exceptions: counter(
+                &registry,
+                "edgeflow_node_exceptions_total",
+                "Exceptions a detect or infer node flagged (with emit: all, the rows with a reason).",
+                &NODE_LABELS,
+            ),
             cut_bytes: counter(
                 &registry,
                 "edgeflow_cut_bytes_total",
@@ -227,6 +241,7 @@ impl Metrics {
             errors: self.errors.with_label_values(&labels),
             late_events: self.late_events.with_label_values(&labels),
             dead_letters: self.dead_letters.with_label_values(&labels),
+            exceptions: self.exceptions.with_label_values(&labels),
             batch_seconds: self.batch_seconds.with_label_values(&labels),
             watermark: self.watermark.with_label_values(&labels),
         }
@@ -255,6 +270,7 @@ impl Metrics {
             Family::EventsOut => &self.events_out,
             Family::Late => &self.late_events,
             Family::DeadLetters => &self.dead_letters,
+            Family::Exceptions => &self.exceptions,
             Family::Errors => &self.errors,
             Family::CutBytes => &self.cut_bytes,
         };
@@ -304,6 +320,8 @@ pub enum Family {
     Late,
     /// `edgeflow_node_dead_letters_total`
     DeadLetters,
+    /// `edgeflow_node_exceptions_total`
+    Exceptions,
     /// `edgeflow_node_errors_total`
     Errors,
     /// `edgeflow_cut_bytes_total`
@@ -325,6 +343,8 @@ pub struct NodeMetrics {
     pub late_events: IntCounter,
     /// Records sent to the dead-letter output.
     pub dead_letters: IntCounter,
+    /// Exceptions flagged (detect and infer nodes).
+    pub exceptions: IntCounter,
     /// Per-batch processing time.
     pub batch_seconds: Histogram,
     /// Input frontier in ms.

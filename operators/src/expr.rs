@@ -4,6 +4,7 @@
 //! ([`CompiledFilter::new`], [`CompiledMap::new`]); each batch is then evaluated against the
 //! compiled physical expression, so the per-batch cost is the vectorised kernel alone.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -11,7 +12,12 @@ use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::expr::{Cast, TryCast};
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
@@ -25,6 +31,11 @@ struct Compiled {
 }
 
 /// Parses, coerces and plans `sql` against `input`.
+///
+/// Everything that would fail on every batch fails here instead, so `edgeflow validate`
+/// reports it: a literal that cannot take its column's type (`value > 'high'` over a number
+/// is folded at plan time and refused), and a string field that type coercion would cast to
+/// a number or time on every row (`device > 3`) unless the expression casts it explicitly.
 fn compile(
     ctx: &SessionContext,
     input: &SchemaRef,
@@ -32,11 +43,88 @@ fn compile(
     sql: &str,
 ) -> Result<Compiled> {
     let logical = ctx.parse_sql_expr(sql, df_schema).map_err(user_error)?;
+    let explicit = explicitly_cast_columns(&logical);
+    let state = ctx.state();
+    let simplifier = ExprSimplifier::new(
+        SimplifyContext::builder()
+            .with_schema(Arc::new(df_schema.clone()))
+            .with_config_options(Arc::clone(state.config_options()))
+            .build(),
+    );
+    let coerced = simplifier.coerce(logical, df_schema).map_err(user_error)?;
+    refuse_implicit_string_casts(&coerced, df_schema, &explicit)?;
+    let simplified = simplifier.simplify(coerced).map_err(user_error)?;
     let expr = ctx
-        .create_physical_expr(logical, df_schema)
+        .create_physical_expr(simplified, df_schema)
         .map_err(user_error)?;
     let data_type = expr.data_type(input).map_err(user_error)?;
     Ok(Compiled { expr, data_type })
+}
+
+/// The columns an expression casts itself (`CAST(device AS BIGINT)`, `TRY_CAST(...)`).
+fn explicitly_cast_columns(expr: &Expr) -> HashSet<String> {
+    let mut columns = HashSet::new();
+    // The closure never fails, so neither does the walk.
+    let _ = expr.apply(|e| {
+        if let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) = e
+            && let Expr::Column(column) = expr.as_ref()
+        {
+            columns.insert(column.name.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    columns
+}
+
+/// Refuses a string field that type coercion casts to a number or a time: the cast fails on
+/// every row that is not a number (every row, for a device name), so each batch would become
+/// dead letters. A cast the expression writes itself is its author's choice.
+fn refuse_implicit_string_casts(
+    coerced: &Expr,
+    schema: &DFSchema,
+    explicit: &HashSet<String>,
+) -> Result<()> {
+    let mut refused = None;
+    let _ = coerced.apply(|e| {
+        if let Expr::Cast(Cast { expr, field }) = e
+            && let Expr::Column(column) = expr.as_ref()
+            && !explicit.contains(&column.name)
+            && let Ok(source) = schema.field_with_unqualified_name(&column.name)
+            && matches!(
+                source.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            )
+            && !matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            )
+        {
+            refused = Some((column.name.clone(), field.data_type().clone()));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    match refused {
+        None => Ok(()),
+        Some((name, to)) => Err(OperatorError::User(format!(
+            "field \"{name}\" is a string but is used as {} here, which fails on every row that \
+             is not one; quote the value to compare strings ('3'), or cast explicitly: \
+             TRY_CAST({name} AS {})",
+            type_name(&to),
+            sql_type_name(&to)
+        ))),
+    }
+}
+
+/// The SQL name of a type a string may be cast to, for hints.
+fn sql_type_name(data_type: &DataType) -> &'static str {
+    match data_type {
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => "BIGINT",
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => "BIGINT",
+        DataType::Boolean => "BOOLEAN",
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => "TIMESTAMP",
+        _ => "DOUBLE",
+    }
 }
 
 /// Turns a DataFusion planning error into a one-line user message without DataFusion's
@@ -424,6 +512,33 @@ mod tests {
         );
         let msg = user_message(CompiledFilter::new(&schema(), "ok + device > 1").unwrap_err());
         assert!(msg.to_lowercase().contains("boolean"), "{msg}");
+    }
+
+    /// Regression (hardening case 12): these passed `validate` and then turned every row into
+    /// a dead letter at run time.
+    #[test]
+    fn expressions_that_fail_on_every_row_are_refused_when_compiled() {
+        // A literal that is not a number, against a number field: folded at plan time.
+        let msg = user_message(CompiledFilter::new(&schema(), "value > 'high'").unwrap_err());
+        assert!(msg.contains("high"), "{msg}");
+        // A string field coerced to a number on every row.
+        let msg = user_message(CompiledFilter::new(&schema(), "device > 3").unwrap_err());
+        assert!(
+            msg.contains("field \"device\" is a string") && msg.contains("TRY_CAST(device"),
+            "{msg}"
+        );
+        let fields = vec![("n".to_owned(), "device > 3 OR value > 1".to_owned())];
+        let msg = user_message(CompiledMap::new(&schema(), &fields, &[]).unwrap_err());
+        assert!(msg.contains("field \"device\" is a string"), "{msg}");
+
+        // What the author asks for explicitly still compiles, and a numeric string literal
+        // against a number is just a number.
+        let f = CompiledFilter::new(&schema(), "TRY_CAST(device AS BIGINT) IS NULL").unwrap();
+        assert_eq!(ts(&f.apply(&batch()).unwrap()), vec![1, 2, 3, 4]);
+        let f = CompiledFilter::new(&schema(), "value > '0.5'").unwrap();
+        assert_eq!(ts(&f.apply(&batch()).unwrap()), vec![2, 3]);
+        let f = CompiledFilter::new(&schema(), "device = 'a'").unwrap();
+        assert_eq!(ts(&f.apply(&batch()).unwrap()), vec![1, 4]);
     }
 
     #[test]

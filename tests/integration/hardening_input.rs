@@ -437,3 +437,94 @@ fn hostile_control_records_are_refused_and_the_edge_keeps_running() {
     let health: Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["status"], "ok");
 }
+
+#[test]
+fn a_row_from_a_clock_in_year_9999_is_a_dead_letter_and_does_not_make_later_rows_late() {
+    // Regression (issue 12, case 10): one row with a far-future timestamp moved the
+    // watermark, and 34% of the later valid rows were dead-lettered as late.
+    let dir = tempfile::tempdir().unwrap();
+    let base: i64 = 1_767_225_600_000; // 2026-01-01, in the past of the wall clock
+    let mut csv = String::from("ts,device,value\n");
+    let mut good = 0u64;
+    for i in 0..2_000i64 {
+        if i == 500 {
+            // 9999-12-31T23:59:59Z, then an hour past the wall clock's reach on any test day.
+            csv.push_str("253402300799000,d0,1.0\n");
+            csv.push_str(&format!("{},d1,1.0\n", 4_102_444_800_000i64)); // 2100-01-01
+        }
+        csv.push_str(&format!("{},d{},{}.5\n", base + i * 100, i % 4, i % 10));
+        good += 1;
+    }
+    std::fs::write(dir.path().join("in.csv"), csv).unwrap();
+    let pipeline = dir.path().join("clock.yaml");
+    std::fs::write(
+        &pipeline,
+        "pipeline: clock\nnodes:\n  readings: { kind: file, path: in.csv, schema: { ts: timestamp_ms, device: string, value: f64 } }\n  per_sec: { kind: window, inputs: [readings], key: [device], size: 1s, aggregates: [count] }\n  fleet: { kind: table, inputs: [per_sec] }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let output = edgeflow()
+        .args(["run", pipeline.to_str().unwrap(), "--format", "csv"])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(["--query", "SELECT sum(count) AS n FROM fleet"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    // Every good row is counted in a window: none became late.
+    assert_eq!(
+        stdout.lines().nth(1).map(str::trim),
+        Some(good.to_string().as_str()),
+        "{stdout}{stderr}"
+    );
+    let letters: Vec<Value> = std::fs::read_to_string(data.join("clock/dead_letter.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for letter in &letters {
+        assert_eq!(letter["node"], "readings");
+        assert!(
+            letter["reason"]
+                .as_str()
+                .unwrap()
+                .contains("ahead of the wall clock (max_future)"),
+            "{letter}"
+        );
+    }
+    assert!(stderr.contains("0 late"), "{stderr}");
+}
+
+#[test]
+fn epoch_seconds_in_a_millisecond_column_are_pointed_out() {
+    // Regression (issue 12, case 15): epoch seconds in a `timestamp_ms` column were silently
+    // read as milliseconds (dates in January 1970).
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("ts,device,value\n");
+    for i in 0..50 {
+        csv.push_str(&format!("{},d{},1.5\n", 1_767_225_600 + i, i % 3));
+    }
+    let input = dir.path().join("seconds.csv");
+    std::fs::write(&input, csv).unwrap();
+    let pipeline = dir.path().join("read.yaml");
+    std::fs::write(
+        &pipeline,
+        "pipeline: read\nnodes:\n  readings: { kind: file, path: seconds.csv, schema: { ts: timestamp_ms, device: string, value: f64 } }\n  kept: { kind: table, inputs: [readings] }\n",
+    )
+    .unwrap();
+    let output = edgeflow()
+        .args(["run", pipeline.to_str().unwrap(), "--quiet"])
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("read as milliseconds, which is 1970-01-21T")
+            && stderr.contains("epoch seconds"),
+        "{stderr}"
+    );
+    // Said once, not once per batch.
+    assert_eq!(stderr.matches("epoch seconds").count(), 1, "{stderr}");
+}

@@ -15,6 +15,7 @@ mod control_loop;
 mod end_to_end;
 mod hardening_input;
 mod hardening_sql;
+mod hardening_validate;
 mod insight;
 #[cfg(feature = "kafka")]
 mod kafka;

@@ -126,7 +126,11 @@ pub fn ensure_topics(
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(timeout));
+    // Both bounds: without the request timeout an unreachable broker holds the call for
+    // librdkafka's socket timeout (a minute), and a stopping process with it.
+    let options = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
     let results = futures_executor::block_on(admin.create_topics(&new, &options)).map_err(
         kafka_error(format!("creating topics {}", topics.join(", "))),
     )?;

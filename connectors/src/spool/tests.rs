@@ -173,7 +173,10 @@ fn block_policy_waits_for_the_forwarder() {
         let spool = spool.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
+            // The wait is visible while it lasts (edgeflow_spool_blocked_ms), not silent.
+            let blocked_ms = spool.stats().blocked_ms;
             spool.acknowledge(stored).unwrap();
+            blocked_ms
         })
     };
     let started = Instant::now();
@@ -182,9 +185,11 @@ fn block_policy_waits_for_the_forwarder() {
             started.elapsed() > Duration::from_secs(10)
         })
         .unwrap();
-    forwarder.join().unwrap();
+    let blocked_ms = forwarder.join().unwrap();
     assert!(matches!(appended, Appended::Stored(_)), "{appended:?}");
     assert!(started.elapsed() >= Duration::from_millis(90));
+    assert!((50..10_000).contains(&blocked_ms), "{blocked_ms}");
+    assert_eq!(spool.stats().blocked_ms, 0);
 
     let stop = AtomicBool::new(true);
     let full_dir = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@ use edgeflow::sql::http::{ServerState, serve};
 use edgeflow::sql::pgwire;
 use edgeflow::sql::{QueryEngine, SqlLimitArgs};
 
-use super::inspect::load;
+use super::inspect::load_to_run;
 use super::{OutputFormat, print_result};
 
 #[derive(clap::Args)]
@@ -55,9 +55,23 @@ pub struct RunArgs {
     /// No progress line and no summary.
     #[arg(long)]
     quiet: bool,
+    /// Exit with code 2 when more than this fraction of the source events became dead
+    /// letters: a pipeline that rejects most of its input has not done its job (1: never).
+    #[arg(long, env = "EDGEFLOW_MAX_DEAD_LETTER_RATIO", default_value_t = 0.5, value_parser = parse_ratio)]
+    max_dead_letter_ratio: f64,
     #[command(flatten)]
     sql_limits: SqlLimitArgs,
 }
+
+fn parse_ratio(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("\"{value}\" is not a fraction between 0 and 1")),
+    }
+}
+
+/// Exit code of a run that finished but rejected more of its input than allowed.
+const EXIT_DEAD_LETTER_STORM: u8 = 2;
 
 /// Where the Postgres wire protocol server listens, if anywhere.
 #[derive(Clone, Copy)]
@@ -84,7 +98,7 @@ pub enum Role {
 
 /// Runs the pipeline of `args` as the process `role` says (given its plan).
 pub fn run(args: RunArgs, role: impl FnOnce(&Plan) -> Result<Role>) -> Result<ExitCode> {
-    let plan = match load(&args.file) {
+    let plan = match load_to_run(&args.file, &args.data_dir) {
         Ok(plan) => Arc::new(plan),
         Err(code) => return Ok(code),
     };
@@ -209,12 +223,34 @@ pub fn run(args: RunArgs, role: impl FnOnce(&Plan) -> Result<Role>) -> Result<Ex
     state.finished.store(true, Ordering::SeqCst);
     if !args.quiet {
         eprintln!("edgeflow: {} finished: {report}", plan.pipeline);
-        if report.dead_letters > 0 {
+        let stored = ctx.dead_letters_stored();
+        if stored < report.dead_letters {
+            eprintln!(
+                "edgeflow: dead letters written to {} ({stored} of {} stored: the first {} in full, then one in {})",
+                ctx.dead_letter_path().display(),
+                report.dead_letters,
+                runtime::DEAD_LETTERS_STORED_IN_FULL,
+                runtime::DEAD_LETTER_SAMPLING,
+            );
+        } else if report.dead_letters > 0 {
             eprintln!(
                 "edgeflow: dead letters written to {}",
                 ctx.dead_letter_path().display()
             );
         }
+    }
+    // Loud even with --quiet: a pipeline that rejects most of its input is broken.
+    let storm = report.source_events > 0
+        && args.max_dead_letter_ratio < 1.0
+        && report.dead_letters as f64 > args.max_dead_letter_ratio * report.source_events as f64;
+    if storm {
+        eprintln!(
+            "edgeflow: error: {} dead letters for {} source events (more than --max-dead-letter-ratio {}): the pipeline rejected most of its input; the reasons are in {}",
+            report.dead_letters,
+            report.source_events,
+            args.max_dead_letter_ratio,
+            ctx.dead_letter_path().display()
+        );
     }
     for sql in &args.queries {
         // Each statement of the text in order, as psql does; an error ends the text.
@@ -245,5 +281,9 @@ pub fn run(args: RunArgs, role: impl FnOnce(&Plan) -> Result<Role>) -> Result<Ex
             .context("the Postgres protocol server task failed")?
             .context("serving the Postgres protocol")?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if storm {
+        ExitCode::from(EXIT_DEAD_LETTER_STORM)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -1,4 +1,5 @@
-//! The Kafka flags of `edgeflow edge` and `edgeflow cloud`, and the roles they make.
+//! The Kafka flags of `edgeflow edge` and `edgeflow cloud` (the shared ones, the edge's spool,
+//! the cloud's idle timeout: each command lists only its own), and the roles they make.
 
 use anyhow::{Result, anyhow};
 use edgeflow::plan::Plan;
@@ -16,18 +17,28 @@ pub struct TransportArgs {
     /// Partitions of the topics edgeflow creates [default: 3].
     #[arg(long, env = "EDGEFLOW_PARTITIONS")]
     partitions: Option<u32>,
-    /// An edge silent this long stops holding back the cloud's watermark [default: 30s].
-    #[arg(long, env = "EDGEFLOW_IDLE_TIMEOUT")]
-    idle_timeout: Option<String>,
+    /// Extra librdkafka setting NAME=VALUE (repeatable), e.g. `security.protocol=sasl_ssl`.
+    #[arg(long = "kafka-option", value_parser = parse_key_value)]
+    kafka_options: Vec<(String, String)>,
+}
+
+/// The edge's spool: where frames wait while the broker is unreachable.
+#[derive(clap::Args)]
+pub struct SpoolArgs {
     /// Bound of the edge's spool in bytes [default: 1 GiB].
     #[arg(long, env = "EDGEFLOW_SPOOL_MAX_BYTES")]
     spool_max_bytes: Option<u64>,
     /// When the spool is full: block, or drop_oldest_summaries [default: block].
     #[arg(long, env = "EDGEFLOW_SPOOL_WHEN_FULL")]
     spool_when_full: Option<String>,
-    /// Extra librdkafka setting NAME=VALUE (repeatable), e.g. `security.protocol=sasl_ssl`.
-    #[arg(long = "kafka-option", value_parser = parse_key_value)]
-    kafka_options: Vec<(String, String)>,
+}
+
+/// How the cloud treats silent edges.
+#[derive(clap::Args)]
+pub struct IdleArgs {
+    /// An edge silent this long stops holding back the cloud's watermark [default: 30s].
+    #[arg(long, env = "EDGEFLOW_IDLE_TIMEOUT")]
+    idle_timeout: Option<String>,
 }
 
 /// Parses `I/N` (share I of N, 0 <= I < N).
@@ -57,15 +68,24 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 }
 
 impl TransportArgs {
-    /// Flags (and their variables) over the pipeline's `transport:` section over defaults.
-    fn resolve(&self, plan: &Plan) -> Result<runtime::remote::TransportOptions> {
+    /// Flags (and their variables) over the pipeline's `transport:` section over defaults;
+    /// the other role's settings come from the section and defaults only.
+    fn resolve(
+        &self,
+        plan: &Plan,
+        spool: Option<&SpoolArgs>,
+        idle: Option<&IdleArgs>,
+    ) -> Result<runtime::remote::TransportOptions> {
         let yaml = &plan.transport;
-        let idle_timeout_ms = match &self.idle_timeout {
+        let idle_timeout_ms = match idle.and_then(|i| i.idle_timeout.as_ref()) {
             Some(text) => edgeflow::spec::parse_duration_ms(text)
                 .map_err(|hint| anyhow!("--idle-timeout {text:?}: {hint}"))?,
             None => yaml.idle_timeout_ms.unwrap_or(30_000),
         };
-        let when_full = match self.spool_when_full.as_deref().or(yaml.spool_when_full) {
+        let when_full = match spool
+            .and_then(|s| s.spool_when_full.as_deref())
+            .or(yaml.spool_when_full)
+        {
             None => WhenFull::Block,
             Some(name) => WhenFull::from_name(name).ok_or_else(|| {
                 anyhow!("--spool-when-full {name:?}: expected block or drop_oldest_summaries")
@@ -80,8 +100,8 @@ impl TransportArgs {
             partitions: self.partitions.or(yaml.partitions).unwrap_or(3).max(1) as i32,
             idle_timeout: std::time::Duration::from_millis(idle_timeout_ms.max(0) as u64),
             spool: SpoolOptions {
-                max_bytes: self
-                    .spool_max_bytes
+                max_bytes: spool
+                    .and_then(|s| s.spool_max_bytes)
                     .or(yaml.spool_max_bytes)
                     .unwrap_or(SpoolOptions::default().max_bytes),
                 when_full,
@@ -97,6 +117,7 @@ pub fn edge_role(
     edge_id: String,
     shard: (usize, usize),
     transport: TransportArgs,
+    spool: SpoolArgs,
 ) -> impl FnOnce(&Plan) -> Result<Role> {
     move |plan| {
         if !edgeflow::spec::is_valid_edge_id(&edge_id) {
@@ -107,7 +128,7 @@ pub fn edge_role(
         Ok(Role::Edge(runtime::remote::EdgeOptions {
             edge_id: edge_id.clone(),
             shard,
-            transport: transport.resolve(plan)?,
+            transport: transport.resolve(plan, Some(&spool), None)?,
         }))
     }
 }
@@ -117,6 +138,7 @@ pub fn cloud_role(
     edges: Vec<String>,
     group: Option<String>,
     transport: TransportArgs,
+    idle: IdleArgs,
 ) -> impl FnOnce(&Plan) -> Result<Role> {
     move |plan| {
         Ok(Role::Cloud(runtime::remote::CloudOptions {
@@ -124,7 +146,7 @@ pub fn cloud_role(
             group: group
                 .clone()
                 .unwrap_or_else(|| format!("edgeflow-{}-cloud", plan.pipeline)),
-            transport: transport.resolve(plan)?,
+            transport: transport.resolve(plan, None, Some(&idle))?,
         }))
     }
 }

@@ -43,7 +43,7 @@ use crate::spec::{NodeSpec, Reporter};
 
 pub use aggregate::{AggregateSettings, DIFF_COLUMN, LAST_EVENT_COLUMN, VIEW_AGGREGATE_FUNCTIONS};
 pub use detect::{DetectMethod, DetectSettings};
-pub use file::{FileFormatName, FileSinkSettings, FileSourceSettings, SinkFormat};
+pub use file::{FileSinkSettings, FileSourceSettings};
 pub use filter::FilterSettings;
 pub use generator::{ANOMALY_SHAPES, GeneratorSettings};
 pub use infer::InferSettings;
@@ -172,6 +172,11 @@ pub trait NodeSettings: Debug + Send + Sync + Any {
     fn render(&self) -> String;
     /// The SQL table it materializes: `(name, changelog)`.
     fn table(&self) -> Option<(&str, bool)> {
+        None
+    }
+    /// The file it reads, if any (`validate` warns when it cannot be read yet; the run fails
+    /// with the OS error).
+    fn input_file(&self) -> Option<&Path> {
         None
     }
     /// The file it writes, created before the run starts.

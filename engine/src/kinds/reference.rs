@@ -2,13 +2,13 @@
 //! `aggregate` nodes join to their input with `lookup:`. It is not a stream of its own: the
 //! aggregates that look it up build its reader on their input's clock.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use edgeflow_connectors::file_source::FileFormat;
 use edgeflow_operators::schema::EventSchema;
-use std::path::PathBuf;
 use timely::dataflow::Scope;
 
-use super::file::FileFormatName;
 use super::{NodeKind, NodeSettings, Role};
 use crate::error::EngineError;
 use crate::plan::render::{duration, list};
@@ -52,7 +52,7 @@ pub enum ReferenceSource {
         /// The file, resolved against the pipeline file's directory.
         path: PathBuf,
         /// CSV or JSON lines.
-        format: FileFormatName,
+        format: FileFormat,
         /// Whether a CSV file starts with a header line.
         header: bool,
     },
@@ -75,6 +75,11 @@ pub struct ReferenceSettings {
 impl NodeSettings for ReferenceSettings {
     fn kind(&self) -> &'static dyn NodeKind {
         &Reference
+    }
+
+    fn input_file(&self) -> Option<&Path> {
+        let ReferenceSource::File { path, .. } = &self.source;
+        Some(path)
     }
 
     fn not_a_stream(&self, id: &str) -> Option<(String, String)> {
@@ -122,7 +127,7 @@ impl Settings<'_, '_> {
         let path = self.required_path(ctx);
         let format = path
             .as_ref()
-            .and_then(|(p, _)| self.file_format(p, &["csv", "jsonl"]));
+            .and_then(|(p, _)| self.file_format(p, &[FileFormat::Csv, FileFormat::JsonLines]));
         let header = self.bool("header", true);
         let reload_ms = match self.duration_ms("reload") {
             None => 1000,
@@ -156,10 +161,7 @@ impl Settings<'_, '_> {
             }
         }
         let (_, path) = path?;
-        let format = match format? {
-            "csv" => FileFormatName::Csv,
-            _ => FileFormatName::JsonLines,
-        };
+        let format = format?;
         Some(ReferenceSettings {
             source: ReferenceSource::File {
                 path,

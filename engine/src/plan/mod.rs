@@ -10,7 +10,8 @@ mod control;
 pub(crate) mod render;
 mod typing;
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -121,6 +122,14 @@ impl Plan {
 /// Loads the pipeline file at `path` and compiles it, reporting spec, graph and expression
 /// problems together (environment from the process, paths relative to the file).
 pub fn load_plan(path: &Path) -> Result<Plan, Diagnostics> {
+    load_plan_with(path, &|name| std::env::var(name).ok())
+}
+
+/// Like [`load_plan`], with `${VAR}`s looked up by `env`.
+pub fn load_plan_with(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, Diagnostics> {
     let file = path.display().to_string();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -135,7 +144,7 @@ pub fn load_plan(path: &Path) -> Result<Plan, Diagnostics> {
         }
     };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    plan_with(&file, &text, &dir, &|name| std::env::var(name).ok())
+    plan_with(&file, &text, &dir, env)
 }
 
 /// Parses and compiles pipeline text, collecting every problem of every stage.
@@ -496,11 +505,19 @@ fn topological_order(
     }
     let mut done = vec![false; n];
     let mut order = Vec::with_capacity(n);
-    while let Some(i) = (0..n).find(|&i| !done[i] && indegree[i] == 0) {
+    // Always the lowest-numbered ready node next (file order where the graph allows), from a
+    // min-heap: O(n log n), where scanning for it each time was O(n^2) (a minute for 90k
+    // nodes).
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
+    while let Some(Reverse(i)) = ready.pop() {
         done[i] = true;
         order.push(i);
         for &c in &consumers[i] {
             indegree[c] -= 1;
+            if indegree[c] == 0 {
+                ready.push(Reverse(c));
+            }
         }
     }
     let mut reported: HashSet<usize> = HashSet::new();

@@ -19,6 +19,15 @@ pub(crate) fn duration(ms: i64) -> String {
     format!("{ms}ms")
 }
 
+/// ` max_future=…` when a source's `max_future` is not the default (plans stay short).
+pub(crate) fn max_future_note(ms: i64) -> String {
+    if ms == crate::spec::settings::DEFAULT_MAX_FUTURE_MS {
+        String::new()
+    } else {
+        format!(" max_future={}", duration(ms))
+    }
+}
+
 /// `[a, b]`.
 pub(crate) fn list(items: &[String]) -> String {
     format!("[{}]", items.join(", "))

@@ -319,3 +319,37 @@ fn renderers_show_clusters_and_cut_labels() {
         "{mermaid}"
     );
 }
+
+/// The time to plan a pipeline of one generator and `n` sinks reading it (best of 3).
+fn planning_time(n: usize) -> std::time::Duration {
+    let mut text = String::from("pipeline: wide\nnodes:\n  sensors: { kind: generator }\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "  out_{i}: {{ kind: stdout, inputs: [sensors] }}\n"
+        ));
+    }
+    (0..3)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            let plan = plan(&text).unwrap();
+            assert_eq!(plan.nodes.len(), n + 1);
+            started.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
+/// Regression (hardening case 18): validating 90k nodes took 59 s, quadratic in the node
+/// count (a linear duplicate-key check per YAML map entry, a linear scan per node for the
+/// next one in topological order). 16 times the nodes must cost about 16 times the time, not
+/// 256: the bound of 64 leaves room for a noisy machine.
+#[test]
+fn planning_time_grows_linearly_with_the_node_count() {
+    let small = planning_time(1_000);
+    let large = planning_time(16_000);
+    let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
+    assert!(
+        ratio < 64.0,
+        "1k nodes {small:?}, 16k nodes {large:?}: {ratio:.0}x"
+    );
+}

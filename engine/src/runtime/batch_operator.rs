@@ -16,6 +16,7 @@ use timely::dataflow::operators::Operator;
 use super::batch::Batch;
 use super::control::{ControlPort, Controllable, event_times, process_controlled};
 use super::node::{BatchStream, BuildEnv, NodeContext};
+use crate::kinds::Counted;
 use crate::plan::PlanNode;
 
 /// A node's work on one batch, and what it does when its input ends.
@@ -93,6 +94,7 @@ pub fn map_batches<'scope, L: BatchLogic>(
 ) -> BatchStream<'scope> {
     let cx = env.node(node);
     let metrics = cx.metrics.clone();
+    let flags_exceptions = node.settings.kind().counted() == Some(Counted::Exceptions);
     stream.unary_frontier(Pipeline, &cx.name.clone(), move |_capability, _info| {
         let mut ended = false;
         move |(input, frontier), output| {
@@ -105,6 +107,9 @@ pub fn map_batches<'scope, L: BatchLogic>(
                     match logic.process(&batch) {
                         Ok(Some(out)) if out.num_rows() > 0 => {
                             metrics.events_out.inc_by(out.num_rows() as u64);
+                            if flags_exceptions {
+                                metrics.exceptions.inc_by(flagged_rows(&out));
+                            }
                             session.give(Batch(out));
                         }
                         Ok(_) => {}
@@ -121,6 +126,15 @@ pub fn map_batches<'scope, L: BatchLogic>(
             }
         }
     })
+}
+
+/// The rows of an exception-counted kind's output that are exceptions: those with a
+/// `reason` (with `emit: all`, normal rows carry a null one).
+fn flagged_rows(batch: &RecordBatch) -> u64 {
+    match batch.column_by_name("reason") {
+        Some(reason) => (reason.len() - reason.null_count()) as u64,
+        None => batch.num_rows() as u64,
+    }
 }
 
 fn reject(cx: &NodeContext, batch: &RecordBatch, error: &OperatorError) {

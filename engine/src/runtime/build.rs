@@ -13,7 +13,8 @@ use super::batch::EventTime;
 use super::context::RunContext;
 use super::cut::{FrameIn, FrameOut, Producers};
 use super::node::{BatchStream, BuildEnv, LATE_REASON, NodeOutputs, watermark_probe};
-use super::{RunOptions, cut};
+use super::options::RunOptions;
+use super::{cut, publish};
 use crate::error::EngineError;
 use crate::plan::{CutTopic, Placement, Plan, PlanNode, Port, StreamRef};
 use crate::sql::system::CUT_KIND;
@@ -116,7 +117,7 @@ pub fn build_half(
                 // Records go to the edges over the control topic; nodes may read them too
                 // (`<insight>.control`).
                 if plan.control.is_some() {
-                    super::control::publish(control.clone(), node, &env);
+                    publish::publish(control.clone(), node, &env);
                 }
                 streams.insert(
                     StreamRef {

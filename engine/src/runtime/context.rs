@@ -33,9 +33,36 @@ pub struct RunContext {
     pub stop: Arc<AtomicBool>,
     /// The control channel: records from the cloud to edge nodes, and acknowledgements.
     pub control: Arc<ControlChannel>,
-    dead_letters: Arc<Mutex<DeadLetterWriter>>,
+    dead_letters: Arc<Mutex<DeadLetterStore>>,
     file_sinks: Arc<Mutex<BTreeMap<String, FileSink>>>,
     failure: Arc<Mutex<Option<String>>>,
+}
+
+/// Dead letters stored in full before sampling starts.
+pub const DEAD_LETTERS_STORED_IN_FULL: u64 = 10_000;
+/// After the first [`DEAD_LETTERS_STORED_IN_FULL`], one dead letter in this many is stored.
+pub const DEAD_LETTER_SAMPLING: u64 = 100;
+
+/// The dead-letter file and how much of a storm it has taken: a pipeline that rejects every
+/// row must not fill the disk with copies of its input, so after the first
+/// [`DEAD_LETTERS_STORED_IN_FULL`] records one in [`DEAD_LETTER_SAMPLING`] is stored. The
+/// counts (metrics, the run's summary) stay exact.
+struct DeadLetterStore {
+    writer: DeadLetterWriter,
+    seen: u64,
+    stored: u64,
+}
+
+impl DeadLetterStore {
+    /// Whether the next dead letter is stored.
+    fn keep_next(&mut self) -> bool {
+        let index = self.seen;
+        self.seen += 1;
+        let keep = index < DEAD_LETTERS_STORED_IN_FULL
+            || (index - DEAD_LETTERS_STORED_IN_FULL).is_multiple_of(DEAD_LETTER_SAMPLING);
+        self.stored += u64::from(keep);
+        keep
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -88,7 +115,11 @@ impl RunContext {
             metrics,
             catalog,
             stop: Arc::new(AtomicBool::new(false)),
-            dead_letters: Arc::new(Mutex::new(dead_letters)),
+            dead_letters: Arc::new(Mutex::new(DeadLetterStore {
+                writer: dead_letters,
+                seen: 0,
+                stored: 0,
+            })),
             file_sinks: Arc::new(Mutex::new(file_sinks)),
             failure: Arc::new(Mutex::new(None)),
         })
@@ -119,15 +150,34 @@ impl RunContext {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Writes records that could not be processed, with their reasons, and counts them.
+    /// How many dead letters were stored in the dead-letter file (all of them unless a storm
+    /// made it sample).
+    pub fn dead_letters_stored(&self) -> u64 {
+        lock(&self.dead_letters).stored
+    }
+
+    /// Writes records that could not be processed, with their reasons, and counts them
+    /// (every one; beyond [`DEAD_LETTERS_STORED_IN_FULL`] a sample is stored).
     pub fn dead_letter(&self, metrics: &NodeMetrics, letters: &[DeadLetter]) {
         if letters.is_empty() {
             return;
         }
         metrics.dead_letters.inc_by(letters.len() as u64);
-        let mut writer = lock(&self.dead_letters);
-        if let Err(e) = writer.write(letters) {
-            drop(writer);
+        let mut store = lock(&self.dead_letters);
+        let keep: Vec<bool> = letters.iter().map(|_| store.keep_next()).collect();
+        let written = if keep.iter().all(|k| *k) {
+            store.writer.write(letters)
+        } else {
+            let sampled: Vec<DeadLetter> = letters
+                .iter()
+                .zip(&keep)
+                .filter(|(_, keep)| **keep)
+                .map(|(letter, _)| letter.clone())
+                .collect();
+            store.writer.write(&sampled)
+        };
+        if let Err(e) = written {
+            drop(store);
             self.fail(format!(
                 "writing dead letters to {}: {e}",
                 self.dead_letter_path().display()
@@ -159,6 +209,7 @@ impl RunContext {
                 .map_err(|source| EngineError::Connector { node, source })?;
         }
         lock(&self.dead_letters)
+            .writer
             .flush()
             .map_err(|source| EngineError::Connector {
                 node: "dead letters".into(),

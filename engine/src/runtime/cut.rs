@@ -36,7 +36,7 @@ use crate::error::EngineError;
 use crate::metrics::TopicMetrics;
 use crate::plan::CutTopic;
 use crate::spec::CompressMode;
-use crate::sql::system::{EdgeProgress, EdgeSide};
+use crate::sql::system::{CUT_KIND, EdgeProgress, EdgeSide};
 
 /// Where the frames of a cut stream go.
 pub enum FrameOut {
@@ -365,7 +365,7 @@ pub fn consume<'scope>(
     let expected_stream = topic.stream.to_string();
     let pipeline = env.plan.pipeline.clone();
     let metrics = env.ctx.metrics.topic(&topic.name);
-    let node_metrics = env.ctx.metrics.node(&topic.name, "cut", "cloud");
+    let node_metrics = env.ctx.metrics.node(&topic.name, CUT_KIND, "cloud");
     let ctx = env.ctx.clone();
     let system = env.ctx.system.clone();
     let topic_name = topic.name.clone();

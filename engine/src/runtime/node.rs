@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use arrow::array::{BooleanArray, TimestampMillisecondArray};
+use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
 use edgeflow_connectors::file_sink::{TextFormat, format_batch};
 use edgeflow_connectors::file_source::DeadLetter;
@@ -16,9 +18,9 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Concatenate, Operator};
 
-use super::RunOptions;
 use super::batch::{Batch, EventTime};
 use super::context::RunContext;
+use super::options::RunOptions;
 use crate::error::EngineError;
 use crate::metrics::NodeMetrics;
 use crate::plan::{Plan, PlanNode};
@@ -203,11 +205,104 @@ pub fn watermark_probe(stream: BatchStream, slot: Arc<WatermarkSlot>, name: &str
     );
 }
 
-/// The highest value of the `timestamp_ms` column `field` of `batch`.
-pub fn max_timestamp(batch: &RecordBatch, field: &str) -> Option<i64> {
-    let column = batch.column_by_name(field)?;
-    let ts = column
-        .as_any()
-        .downcast_ref::<arrow::array::TimestampMillisecondArray>()?;
-    arrow::compute::max(ts)
+/// A source's event-time clock: which rows are plausible, and the watermark they imply.
+///
+/// A row whose event time is more than `max_future` ahead of the wall clock (a device whose
+/// clock says year 9999) is a dead letter and never moves the watermark; otherwise one such
+/// row would close every window of the fleet and make the good rows after it late. The
+/// watermark is the highest plausible event time seen minus the allowed `disorder`.
+pub struct SourceClock {
+    node: String,
+    time_field: String,
+    disorder_ms: i64,
+    max_future_ms: i64,
+    max_seen: EventTime,
+    /// Whether it said that its event times look like epoch seconds.
+    warned_seconds: bool,
+}
+
+/// Event times in ms that are epoch seconds of this century read as ms: 10^9 ms is
+/// 1970-01-12, 10^11 ms is 1973-03-03; 10^9..10^11 s are the years 2001..5138.
+const EPOCH_SECONDS_AS_MS: std::ops::Range<i64> = 1_000_000_000..100_000_000_000;
+
+impl SourceClock {
+    /// The clock of source `node`, reading event time from `time_field`.
+    pub fn new(node: &str, time_field: &str, disorder_ms: i64, max_future_ms: i64) -> Self {
+        SourceClock {
+            node: node.to_owned(),
+            time_field: time_field.to_owned(),
+            disorder_ms,
+            max_future_ms,
+            max_seen: EventTime::MIN,
+            warned_seconds: false,
+        }
+    }
+
+    /// Splits a decoded batch into its plausible rows (which advance the clock) and the
+    /// dead letters of the others.
+    pub fn admit(&mut self, batch: RecordBatch) -> (RecordBatch, Vec<DeadLetter>) {
+        let Some(max) = event_times(&batch, &self.time_field).and_then(arrow::compute::max) else {
+            return (batch, Vec::new());
+        };
+        if !self.warned_seconds && EPOCH_SECONDS_AS_MS.contains(&max) {
+            self.warned_seconds = true;
+            tracing::warn!(
+                node = %self.node,
+                field = %self.time_field,
+                "event times such as {max} are read as milliseconds, which is {}; if they are epoch seconds, write them in milliseconds or as RFC 3339 text",
+                edgeflow_connectors::rfc3339_ms(max)
+            );
+        }
+        let limit = wall_clock_ms().saturating_add(self.max_future_ms);
+        if max <= limit {
+            self.max_seen = self.max_seen.max(max);
+            return (batch, Vec::new());
+        }
+        let Some((kept, rejected)) = split_at_time(&batch, &self.time_field, limit) else {
+            return (batch, Vec::new());
+        };
+        if let Some(max) = event_times(&kept, &self.time_field).and_then(arrow::compute::max) {
+            self.max_seen = self.max_seen.max(max);
+        }
+        let reason = format!(
+            "event time is more than {} ahead of the wall clock (max_future)",
+            crate::plan::render::duration(self.max_future_ms)
+        );
+        let letters = rows_as_dead_letters(&self.node, &rejected, &reason);
+        (kept, letters)
+    }
+
+    /// The watermark: the highest plausible event time seen, minus the allowed disorder.
+    pub fn watermark(&self) -> EventTime {
+        self.max_seen.saturating_sub(self.disorder_ms)
+    }
+}
+
+/// The `timestamp_ms` column `field` of `batch`.
+fn event_times<'a>(batch: &'a RecordBatch, field: &str) -> Option<&'a TimestampMillisecondArray> {
+    batch.column_by_name(field)?.as_any().downcast_ref()
+}
+
+/// `batch` split into the rows whose time (null included) is at most `limit` and the others.
+fn split_at_time(
+    batch: &RecordBatch,
+    field: &str,
+    limit: i64,
+) -> Option<(RecordBatch, RecordBatch)> {
+    let times = event_times(batch, field)?;
+    let early: BooleanArray = times
+        .iter()
+        .map(|t| Some(t.is_none_or(|t| t <= limit)))
+        .collect();
+    let late = arrow::compute::not(&early).ok()?;
+    Some((
+        filter_record_batch(batch, &early).ok()?,
+        filter_record_batch(batch, &late).ok()?,
+    ))
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -22,9 +22,11 @@ use edgeflow_connectors::kafka::{
 use edgeflow_connectors::spool::{Spool, SpoolOptions};
 
 use super::build::CutWiring;
+use super::context::RunContext;
 use super::control::{KafkaMessageSink, KafkaMessageSource, MessageSink, MessageSource};
 use super::cut::{FrameIn, FrameOut, Producers};
-use super::{RunContext, RunOptions, RunReport, drive};
+use super::drive::{RunReport, drive};
+use super::options::RunOptions;
 use crate::error::EngineError;
 use crate::kinds::Counted;
 use crate::metrics::LinkMetrics;
@@ -79,6 +81,7 @@ fn report_link(
                 metrics.spool_depth.set(s.depth as i64);
                 metrics.spool_oldest_age_ms.set(s.oldest_age_ms as i64);
                 metrics.spool_dropped.set(s.dropped as i64);
+                metrics.spool_blocked_ms.set(s.blocked_ms as i64);
             }
             metrics
                 .up

@@ -184,7 +184,20 @@ pub(crate) fn build_node(
         s.broken = true;
     }
 
+    let errors_before = s.r.len();
     let settings = info.read(&mut s, ctx, role);
+    if settings.is_none() && s.r.len() == errors_before && !s.broken {
+        // A reader that gives up must say why; never drop a node (and everything downstream
+        // of it) without a word.
+        s.r.error(
+            key.pos,
+            format!(
+                "node \"{id}\": its {} settings could not be read (a bug in edgeflow: the reader gave no reason)",
+                info.name()
+            ),
+            Some(format!("compare with: {}", info.example())),
+        );
+    }
     debug_assert!(
         s.stray.is_empty(),
         "kind {} read settings it does not list: {:?}",

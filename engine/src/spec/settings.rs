@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use edgeflow_connectors::file_source::FileFormat;
 use edgeflow_operators::infer::AnomalyModel;
 use edgeflow_operators::schema::{EventSchema, FieldType};
 
@@ -18,6 +19,10 @@ pub fn load_model(path: &Path) -> Result<AnomalyModel, String> {
         .map_err(|e| edgeflow_connectors::error::chain(&e))?;
     AnomalyModel::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
+
+/// Default of a source's `max_future`: event time more than an hour ahead of the wall clock
+/// is a wrong clock, not the future.
+pub const DEFAULT_MAX_FUTURE_MS: i64 = 3_600_000;
 
 /// Keys every node may have.
 pub const COMMON_KEYS: &[&str] = &["kind", "inputs", "placement", "description", "compress"];
@@ -70,15 +75,20 @@ pub(crate) const SECTION: &str = "section:";
 const DURATION_HINT: &str = "expected a duration like \"500ms\", \"1s\" or \"5m\"";
 
 impl<'a> Settings<'a, '_> {
-    /// The value of `name`, if present and not null; records its position.
+    /// The value of `name`, if present and not null; records its position. A null value
+    /// (`size:`, `size: ~`) is the same as leaving the setting out: an optional setting takes
+    /// its default and a required one is reported missing (at the null), never silently
+    /// dropped.
     pub(crate) fn get(&mut self, name: &str) -> Option<&'a Node> {
         if !self.known.is_empty() && !self.known.contains(&name) && !COMMON_KEYS.contains(&name) {
             self.stray.insert(name.to_owned());
         }
         let (_, v) = self.entries.iter().find(|(k, _)| k.name == name)?;
+        if v.value == Value::Null {
+            return None;
+        }
         self.positions.insert(name.to_owned(), v.pos);
         match v.value {
-            Value::Null => None,
             Value::Poisoned => {
                 self.broken = true;
                 None
@@ -129,6 +139,23 @@ impl<'a> Settings<'a, '_> {
                 && did_you_mean(name, [field]).is_some()
         });
         if poisoned || misspelt {
+            return;
+        }
+        let null = self
+            .entries
+            .iter()
+            .find(|(k, v)| k.name == field && v.value == Value::Null)
+            .map(|(_, v)| v.pos);
+        if let Some(pos) = null {
+            self.r.error(
+                pos,
+                format!(
+                    "{}: required field \"{}{field}\" is empty (null)",
+                    self.subject(),
+                    self.prefix
+                ),
+                Some(hint.to_owned()),
+            );
             return;
         }
         let pos = self.here.unwrap_or_else(|| {
@@ -366,25 +393,14 @@ impl<'a> Settings<'a, '_> {
         out
     }
 
-    pub(crate) fn file_format(
-        &mut self,
-        path: &str,
-        formats: &[&'static str],
-    ) -> Option<&'static str> {
+    pub(crate) fn file_format(&mut self, path: &str, formats: &[FileFormat]) -> Option<FileFormat> {
+        let names: Vec<&'static str> = formats.iter().map(|f| f.name()).collect();
         if self.get("format").is_some() {
-            return self.choice("format", formats);
+            return self
+                .choice("format", &names)
+                .and_then(FileFormat::from_name);
         }
-        let ext = Path::new(path)
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or_default();
-        let from_ext = match ext {
-            "csv" => Some("csv"),
-            "jsonl" | "ndjson" | "json" => Some("jsonl"),
-            "parquet" => Some("parquet"),
-            _ => None,
-        };
-        match from_ext.and_then(|f| formats.iter().find(|x| **x == f).copied()) {
+        match FileFormat::from_path(Path::new(path)).filter(|f| formats.contains(f)) {
             Some(f) => Some(f),
             None => {
                 let pos = self.positions["path"];
@@ -392,7 +408,7 @@ impl<'a> Settings<'a, '_> {
                     pos,
                     "path",
                     format!("cannot tell the format of \"{path}\" from its extension"),
-                    Some(format!("set `format:` to one of: {}", formats.join(", "))),
+                    Some(format!("set `format:` to one of: {}", names.join(", "))),
                 );
                 None
             }
@@ -436,6 +452,13 @@ impl<'a> Settings<'a, '_> {
                 None
             }
         }
+    }
+
+    /// A source's `max_future` (default one hour): how far ahead of the wall clock an event
+    /// time may be before the row is a dead letter.
+    pub(crate) fn max_future_ms(&mut self) -> i64 {
+        self.duration_ms("max_future")
+            .map_or(DEFAULT_MAX_FUTURE_MS, |(ms, _)| ms)
     }
 
     /// The `schema` and `time_field` (default `ts`, a `timestamp_ms` field) of a source that

@@ -2,12 +2,13 @@
 
 use std::path::Path;
 
+use edgeflow_connectors::file_source::FileFormat;
+
 use super::settings::{parse_duration_ms, parse_rate};
 use super::*;
 use crate::kinds::{
-    DetectMethod, DetectSettings, FileFormatName, FileSinkSettings, FileSourceSettings,
-    GeneratorSettings, InferSettings, KafkaFormat, KafkaSinkSettings, KafkaSourceSettings,
-    SinkFormat, WindowSettings,
+    DetectMethod, DetectSettings, FileSinkSettings, FileSourceSettings, GeneratorSettings,
+    InferSettings, KafkaFormat, KafkaSinkSettings, KafkaSourceSettings, WindowSettings,
 };
 
 fn env(name: &str) -> Option<String> {
@@ -323,7 +324,7 @@ fn file_source_and_sink() {
     assert_eq!(f.path, Path::new("dir/data/in.csv"));
     assert_eq!(
         (f.format, f.header, f.time_field.as_str()),
-        (FileFormatName::Csv, false, "ts")
+        (FileFormat::Csv, false, "ts")
     );
     let Some(FileSinkSettings { path, format }) =
         node(&spec, "o").settings_as::<FileSinkSettings>()
@@ -332,7 +333,7 @@ fn file_source_and_sink() {
     };
     assert_eq!(
         (path.as_path(), *format),
-        (Path::new("dir/out/x.parquet"), SinkFormat::Parquet)
+        (Path::new("dir/out/x.parquet"), FileFormat::Parquet)
     );
 
     let e = errors("pipeline: t\nnodes:\n  f: { kind: file, path: in.txt, schema: { t: f64 } }\n");

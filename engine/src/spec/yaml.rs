@@ -190,6 +190,9 @@ impl Builder<'_> {
             }
             Event::MappingStart(anchor, _) => {
                 let mut entries: Vec<(Key, Node)> = Vec::new();
+                // Index of each key in `entries`: a map of n keys is checked for duplicates
+                // in O(n), not O(n^2) (a pipeline of 90k nodes took a minute to validate).
+                let mut seen: HashMap<String, usize> = HashMap::new();
                 while !matches!(self.peek(), Some(Event::MappingEnd) | None) {
                     let key_node = self.node();
                     let value = self.node();
@@ -209,7 +212,7 @@ impl Builder<'_> {
                             continue;
                         }
                     };
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == name) {
+                    if let Some((first, _)) = seen.get(&name).map(|&i| &entries[i]) {
                         self.errors.push(YamlError {
                             pos: key_node.pos,
                             message: format!("duplicate key \"{name}\""),
@@ -220,6 +223,7 @@ impl Builder<'_> {
                         });
                         continue;
                     }
+                    seen.insert(name.clone(), entries.len());
                     entries.push((
                         Key {
                             name,

@@ -39,7 +39,6 @@ use timely::dataflow::operators::Operator;
 use super::AggregateSettings;
 use super::rows::{Accum, OrdF64, Row, Value, ViewFn, batch_rows, values_to_array};
 use crate::error::EngineError;
-use crate::kinds::file::FileFormatName;
 use crate::kinds::reference::{ReferenceSettings, ReferenceSource};
 use crate::metrics::NodeMetrics;
 use crate::plan::PlanNode;
@@ -705,10 +704,7 @@ impl ReferenceReader {
         ReferenceReader {
             node: node.id.clone(),
             path: path.clone(),
-            format: match format {
-                FileFormatName::Csv => FileFormat::Csv,
-                FileFormatName::JsonLines => FileFormat::JsonLines,
-            },
+            format: *format,
             header: *header,
             schema: settings.schema.clone(),
             key: settings.key.clone(),

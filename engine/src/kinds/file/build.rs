@@ -2,18 +2,18 @@
 //! dead-letter output) holding its capability at the file's watermark; as a sink, every
 //! worker appends its batches to the file opened before the run.
 
-use edgeflow_connectors::file_source::{FileFormat, FileSource, FileSourceOptions};
+use edgeflow_connectors::file_source::{FileSource, FileSourceOptions};
 use timely::dataflow::Scope;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::operators::generic::operator::source as timely_source;
 
-use super::{FileFormatName, FileSourceSettings};
+use super::FileSourceSettings;
 use crate::error::EngineError;
 use crate::plan::PlanNode;
 use crate::runtime::batch::{Batch, EventTime};
 use crate::runtime::node::{
-    BATCHES_PER_ACTIVATION, BatchStream, BuildEnv, max_timestamp, operator_name,
+    BATCHES_PER_ACTIVATION, BatchStream, BuildEnv, SourceClock, operator_name,
 };
 
 /// The `file` kind as a source: CSV or JSON lines, read by worker 0; bad lines go to the
@@ -27,10 +27,7 @@ pub fn source<'scope>(
     let mut reader = if env.worker == 0 {
         let options = FileSourceOptions {
             path: settings.path.clone(),
-            format: match settings.format {
-                FileFormatName::Csv => FileFormat::Csv,
-                FileFormatName::JsonLines => FileFormat::JsonLines,
-            },
+            format: settings.format,
             schema: node.schema.clone(),
             has_header: settings.header,
             batch_rows: env.options.batch_rows,
@@ -47,7 +44,12 @@ pub fn source<'scope>(
     let time_field = node.time_field.clone().ok_or_else(|| {
         EngineError::Internal(format!("file source {} has no time field", node.id))
     })?;
-    let disorder = settings.disorder_ms;
+    let mut clock = SourceClock::new(
+        &node.id,
+        &time_field,
+        settings.disorder_ms,
+        settings.max_future_ms,
+    );
     let metrics = env.metrics(node);
     let ctx = env.ctx.clone();
     let node_id = node.id.clone();
@@ -61,7 +63,6 @@ pub fn source<'scope>(
             } else {
                 None
             };
-            let mut max_ts = EventTime::MIN;
             move |output| {
                 let (Some(cap), Some(source)) = (capability.as_mut(), reader.as_mut()) else {
                     return;
@@ -74,15 +75,14 @@ pub fn source<'scope>(
                     match source.next_batch() {
                         Ok(Some((batch, dead))) => {
                             ctx.dead_letter(&metrics, &dead);
+                            let (batch, implausible) = clock.admit(batch);
+                            ctx.dead_letter(&metrics, &implausible);
                             if batch.num_rows() == 0 {
                                 continue;
                             }
-                            if let Some(ts) = max_timestamp(&batch, &time_field) {
-                                max_ts = max_ts.max(ts);
-                            }
                             metrics.events_out.inc_by(batch.num_rows() as u64);
                             output.session(&*cap).give(Batch(batch));
-                            let watermark = max_ts.saturating_sub(disorder);
+                            let watermark = clock.watermark();
                             if watermark > *cap.time() {
                                 cap.downgrade(&watermark);
                             }

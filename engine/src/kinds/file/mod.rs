@@ -12,7 +12,7 @@ use timely::dataflow::Scope;
 
 use super::{Counted, NodeKind, NodeSettings, Role, follow_inputs};
 use crate::error::EngineError;
-use crate::plan::render::duration;
+use crate::plan::render::{duration, max_future_note};
 use crate::plan::{Placement, PlanNode, StreamInfo, TypeCx, Typed};
 use crate::runtime::batch::EventTime;
 use crate::runtime::node::{BatchStream, BuildEnv, NodeOutputs, require_input};
@@ -38,6 +38,7 @@ impl NodeKind for File {
             "time_field",
             "header",
             "disorder",
+            "max_future",
         ]
     }
 
@@ -60,37 +61,19 @@ impl NodeKind for File {
     }
 }
 
-/// Formats a file source reads.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum FileFormatName {
-    /// Comma-separated values.
-    Csv,
-    /// One JSON object per line.
-    JsonLines,
-}
-
-/// Formats a file sink writes.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum SinkFormat {
-    /// Comma-separated values.
-    Csv,
-    /// One JSON object per line.
-    JsonLines,
-    /// Apache Parquet.
-    Parquet,
-}
-
 /// Settings of a `file` source.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FileSourceSettings {
     /// The file, resolved against the pipeline file's directory.
     pub path: PathBuf,
     /// Its format.
-    pub format: FileFormatName,
+    pub format: FileFormat,
     /// Whether a CSV file starts with a header line.
     pub header: bool,
     /// Maximum event-time disorder, ms.
     pub disorder_ms: i64,
+    /// How far ahead of the wall clock an event time may be, ms (further: a dead letter).
+    pub max_future_ms: i64,
     /// The schema of the file's records.
     pub schema: EventSchema,
     /// The event-time field (a `timestamp_ms` field of `schema`).
@@ -103,7 +86,7 @@ pub struct FileSinkSettings {
     /// The file, resolved against the pipeline file's directory.
     pub path: PathBuf,
     /// Its format.
-    pub format: SinkFormat,
+    pub format: FileFormat,
 }
 
 impl NodeSettings for FileSourceSettings {
@@ -123,19 +106,20 @@ impl NodeSettings for FileSourceSettings {
         Some(Typed::new(self.clone(), Some(output)))
     }
 
+    fn input_file(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
     fn render(&self) -> String {
         let f = self;
         format!(
             "path={} format={} header={} time_field={} disorder={}",
             f.path.display(),
-            match f.format {
-                FileFormatName::Csv => "csv",
-                FileFormatName::JsonLines => "jsonl",
-            },
+            f.format.name(),
             f.header,
             f.time_field,
             duration(f.disorder_ms)
-        )
+        ) + &max_future_note(f.max_future_ms)
     }
 
     fn build<'scope>(
@@ -167,25 +151,11 @@ impl NodeSettings for FileSinkSettings {
     }
 
     fn render(&self) -> String {
-        let (path, format) = (&self.path, &self.format);
-        format!(
-            "path={} format={}",
-            path.display(),
-            match format {
-                SinkFormat::Csv => "csv",
-                SinkFormat::JsonLines => "jsonl",
-                SinkFormat::Parquet => "parquet",
-            }
-        )
+        format!("path={} format={}", self.path.display(), self.format.name())
     }
 
     fn output_file(&self) -> Option<(&Path, FileFormat)> {
-        let format = match self.format {
-            SinkFormat::Csv => FileFormat::Csv,
-            SinkFormat::JsonLines => FileFormat::JsonLines,
-            SinkFormat::Parquet => FileFormat::Parquet,
-        };
-        Some((&self.path, format))
+        Some((&self.path, self.format))
     }
 
     fn build<'scope>(
@@ -205,25 +175,23 @@ impl Settings<'_, '_> {
         let path = self.required_path(ctx);
         let format = path
             .as_ref()
-            .and_then(|(p, _)| self.file_format(p, &["csv", "jsonl"]));
+            .and_then(|(p, _)| self.file_format(p, &[FileFormat::Csv, FileFormat::JsonLines]));
         let header_given = self.get("header").is_some();
         let header = self.bool("header", true);
-        if header_given && format == Some("jsonl") {
+        if header_given && format == Some(FileFormat::JsonLines) {
             let pos = self.positions["header"];
             self.err(pos, "header", "only applies to CSV files", None);
         }
         let disorder_ms = self.duration_ms("disorder").map_or(0, |(v, _)| v);
+        let max_future_ms = self.max_future_ms();
         let (schema, time_field) = self.source_schema(ctx, "a file source")?;
         let (_, path) = path?;
-        let format = match format? {
-            "csv" => FileFormatName::Csv,
-            _ => FileFormatName::JsonLines,
-        };
         Some(FileSourceSettings {
             path,
-            format,
+            format: format?,
             header,
             disorder_ms,
+            max_future_ms,
             schema,
             time_field,
         })
@@ -231,15 +199,11 @@ impl Settings<'_, '_> {
 
     fn file_sink(&mut self, ctx: &Context<'_>) -> Option<FileSinkSettings> {
         self.reject_settings(
-            &["schema", "time_field", "header", "disorder"],
+            &["schema", "time_field", "header", "disorder", "max_future"],
             "only applies to a file source (a file node without inputs)",
         );
         let (p, path) = self.required_path(ctx)?;
-        let format = match self.file_format(&p, &["csv", "jsonl", "parquet"])? {
-            "csv" => SinkFormat::Csv,
-            "jsonl" => SinkFormat::JsonLines,
-            _ => SinkFormat::Parquet,
-        };
+        let format = self.file_format(&p, &FileFormat::ALL)?;
         Some(FileSinkSettings { path, format })
     }
 }

@@ -31,7 +31,7 @@ mod with_kafka {
     use crate::metrics::NodeMetrics;
     use crate::plan::PlanNode;
     use crate::runtime::batch::{Batch, EventTime};
-    use crate::runtime::node::{BatchStream, BuildEnv, max_timestamp, operator_name};
+    use crate::runtime::node::{BatchStream, BuildEnv, SourceClock, operator_name};
 
     /// Records polled per activation at most.
     const RECORDS_PER_ACTIVATION: usize = 4096;
@@ -112,8 +112,12 @@ mod with_kafka {
             KafkaFormat::Arrow => RecordFormat::Arrow,
         };
         let mut decoder = RecordDecoder::new(format, settings.schema.clone());
-        let time_field = settings.time_field.clone();
-        let disorder = settings.disorder_ms;
+        let mut clock = SourceClock::new(
+            &node.id,
+            &settings.time_field,
+            settings.disorder_ms,
+            settings.max_future_ms,
+        );
         let limit = env.options.events;
         let topic = settings.topic.clone();
         let metrics = env.metrics(node);
@@ -125,7 +129,6 @@ mod with_kafka {
             move |capability, info| {
                 let activator = scope.activator_for(info.address);
                 let mut capability = reader.as_ref().map(|_| capability);
-                let mut max_ts = EventTime::MIN;
                 let mut produced = 0u64;
                 move |output| {
                     let (Some(cap), Some(reader)) = (capability.as_mut(), reader.as_ref()) else {
@@ -158,6 +161,8 @@ mod with_kafka {
                     ctx.dead_letter(&metrics, &letters);
                     match decoder.finish() {
                         Ok(batch) if batch.num_rows() > 0 => {
+                            let (batch, implausible) = clock.admit(batch);
+                            ctx.dead_letter(&metrics, &implausible);
                             let batch = match limit {
                                 Some(n) if produced + batch.num_rows() as u64 > n => {
                                     batch.slice(0, (n - produced) as usize)
@@ -165,12 +170,11 @@ mod with_kafka {
                                 _ => batch,
                             };
                             produced += batch.num_rows() as u64;
-                            if let Some(ts) = max_timestamp(&batch, &time_field) {
-                                max_ts = max_ts.max(ts);
+                            if batch.num_rows() > 0 {
+                                metrics.events_out.inc_by(batch.num_rows() as u64);
+                                output.session(&*cap).give(Batch(batch));
                             }
-                            metrics.events_out.inc_by(batch.num_rows() as u64);
-                            output.session(&*cap).give(Batch(batch));
-                            let watermark = max_ts.saturating_sub(disorder);
+                            let watermark = clock.watermark();
                             if watermark > *cap.time() {
                                 cap.downgrade(&watermark);
                             }

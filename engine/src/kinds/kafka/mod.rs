@@ -10,7 +10,7 @@ use timely::dataflow::Scope;
 
 use super::{Counted, NodeKind, NodeSettings, Role, follow_inputs};
 use crate::error::EngineError;
-use crate::plan::render::duration;
+use crate::plan::render::{duration, max_future_note};
 use crate::plan::{Placement, PlanNode, StreamInfo, TypeCx, Typed};
 use crate::runtime::batch::EventTime;
 use crate::runtime::node::{BatchStream, BuildEnv, NodeOutputs, require_input};
@@ -36,6 +36,7 @@ impl NodeKind for Kafka {
             "schema",
             "time_field",
             "disorder",
+            "max_future",
             "group",
             "brokers",
             "key",
@@ -95,6 +96,8 @@ pub struct KafkaSourceSettings {
     pub brokers: Option<String>,
     /// Maximum event-time disorder, ms.
     pub disorder_ms: i64,
+    /// How far ahead of the wall clock an event time may be, ms (further: a dead letter).
+    pub max_future_ms: i64,
     /// The schema of the records.
     pub schema: EventSchema,
     /// The event-time field (a `timestamp_ms` field of `schema`).
@@ -140,7 +143,7 @@ impl NodeSettings for KafkaSourceSettings {
             k.group.as_deref().unwrap_or("(default)"),
             k.time_field,
             duration(k.disorder_ms)
-        )
+        ) + &max_future_note(k.max_future_ms)
     }
 
     fn build<'scope>(
@@ -255,6 +258,7 @@ impl Settings<'_, '_> {
         let group = self.string("group");
         let brokers = self.string("brokers");
         let disorder_ms = self.duration_ms("disorder").map_or(0, |(v, _)| v);
+        let max_future_ms = self.max_future_ms();
         let (schema, time_field) = self.source_schema(ctx, "a kafka source")?;
         Some(KafkaSourceSettings {
             topic: topic?,
@@ -262,6 +266,7 @@ impl Settings<'_, '_> {
             group,
             brokers,
             disorder_ms,
+            max_future_ms,
             schema,
             time_field,
         })
@@ -269,7 +274,7 @@ impl Settings<'_, '_> {
 
     fn kafka_sink(&mut self) -> Option<KafkaSinkSettings> {
         self.reject_settings(
-            &["schema", "time_field", "disorder", "group"],
+            &["schema", "time_field", "disorder", "max_future", "group"],
             "only applies to a kafka source (a kafka node without inputs)",
         );
         let topic = self.kafka_topic();

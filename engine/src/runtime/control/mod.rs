@@ -3,7 +3,7 @@
 //! Kafka between `edgeflow cloud` and `edgeflow edge`).
 //!
 //! - **Cloud side.** [`ControlChannel::send`] (behind `POST /control` and `edgeflow control`)
-//!   and [`publish`] (a timely stream of [`control_schema`] batches, e.g. an `insight` node's
+//!   and `runtime::publish` (a timely stream of control batches, e.g. an `insight` node's
 //!   control output) write JSON records on `<pipeline>.control`. A reader thread tails that
 //!   topic and `<pipeline>.control.acks` and appends one row per record and one per
 //!   acknowledgement to the `edgeflow_control_log` SQL table.
@@ -22,7 +22,6 @@ mod hub;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod log;
-mod publish;
 mod transport;
 
 use std::sync::{Mutex, MutexGuard};
@@ -41,7 +40,6 @@ pub use hub::{
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaMessageSink, KafkaMessageSource};
 pub use log::{CONTROL_LOG_TABLE, add_control_log, control_log_schema};
-pub use publish::publish;
 pub use transport::{LogSink, LogSource, MessageSink, MessageSource};
 
 /// A control record as it travels on the control topic: the record and when it was issued

@@ -5,11 +5,12 @@ use edgeflow_operators::control::{batch_to_records, records_to_batch};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Operator;
 
+use super::node::{BatchStream, BuildEnv, rows_as_dead_letters};
 use crate::plan::PlanNode;
-use crate::runtime::node::{BatchStream, BuildEnv, rows_as_dead_letters};
 
-/// Publishes a stream of control batches ([`control_schema`] rows, e.g. an `insight` node's
-/// control output) on the control topic, from worker 0 (every batch is routed there, so ids
+/// Publishes a stream of control batches
+/// ([`control_schema`](edgeflow_operators::control::control_schema) rows, e.g. an `insight`
+/// node's control output) on the control topic, from worker 0 (every batch is routed there, so ids
 /// are published in one order). Rows that are not valid records, or that the plan does not
 /// allow, are dead letters with the reason.
 pub fn publish(stream: BatchStream<'_>, node: &PlanNode, env: &BuildEnv) {
