@@ -129,7 +129,7 @@ fn two_edges_and_a_cloud_match_the_embedded_run() {
     // After the run, each side's system tables: the cloud sees both edges on both topics,
     // each frame applied once; an edge sees its own frames, all delivered from its spool.
     let cloud_edges = "SELECT topic, edge_id, side, ended, sequence = frames AS all_applied, \
-                       spool_frames IS NULL AS no_spool FROM edgeflow_edges ORDER BY topic, edge_id";
+                       spool_frames IS NULL AS no_spool, link_up FROM edgeflow_edges ORDER BY topic, edge_id";
     let cloud_topics =
         "SELECT topic, frames_received > 0 AS received FROM edgeflow_topics ORDER BY topic";
     let cloud_run = Running::start(cloud(&p, &data, &broker).args([
@@ -154,11 +154,11 @@ fn two_edges_and_a_cloud_match_the_embedded_run() {
     );
     finish(&broker, b, "edge b");
     let out = finish(&broker, cloud_run, "cloud");
-    let system = "topic,edge_id,side,ended,all_applied,no_spool\n\
-                  linkfleet.per_sec,a,consumer,true,true,true\n\
-                  linkfleet.per_sec,b,consumer,true,true,true\n\
-                  linkfleet.spikes,a,consumer,true,true,true\n\
-                  linkfleet.spikes,b,consumer,true,true,true\n\
+    let system = "topic,edge_id,side,ended,all_applied,no_spool,link_up\n\
+                  linkfleet.per_sec,a,consumer,true,true,true,true\n\
+                  linkfleet.per_sec,b,consumer,true,true,true,true\n\
+                  linkfleet.spikes,a,consumer,true,true,true,true\n\
+                  linkfleet.spikes,b,consumer,true,true,true,true\n\
                   topic,received\n\
                   linkfleet.dead_letter,false\n\
                   linkfleet.per_sec,true\n\

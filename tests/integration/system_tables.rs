@@ -103,8 +103,8 @@ fn system_tables_count_what_a_finished_run_did() {
     // what the topic sent.
     let edges = served.sql(
         "SELECT topic, edge_id, side, ended, frames, duplicates, sequence, \
-         last_seen IS NOT NULL AS seen, spool_frames IS NULL AS no_spool \
-         FROM edgeflow_edges ORDER BY topic, edge_id",
+         last_seen IS NOT NULL AS seen, spool_frames IS NULL AS no_spool, \
+         link_up IS NULL AS no_link FROM edgeflow_edges ORDER BY topic, edge_id",
     );
     let mut expected_ids = Vec::new();
     for topic in ["sys.per_sec", "sys.spikes"] {
@@ -128,6 +128,8 @@ fn system_tables_count_what_a_finished_run_did() {
         assert_eq!(row["duplicates"], 0, "{row}");
         assert_eq!(row["seen"], true, "{row}");
         assert_eq!(row["no_spool"], true, "{row}");
+        // One process: no broker, so no link to report on.
+        assert_eq!(row["no_link"], true, "{row}");
         // Every frame was applied once, in order: the last sequence is the frame count.
         assert_eq!(row["sequence"], row["frames"], "{row}");
     }

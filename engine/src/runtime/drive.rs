@@ -12,6 +12,7 @@ use crate::error::EngineError;
 use crate::kinds::{Counted, KINDS};
 use crate::metrics::{Family, Metrics};
 use crate::plan::{Placement, Plan};
+use crate::sql::limits::human_bytes;
 use crate::sql::system::CUT_KIND;
 
 /// What a finished run did.
@@ -76,7 +77,7 @@ impl std::fmt::Display for RunReport {
             self.exceptions,
             self.late_events,
             self.dead_letters,
-            human_bytes(self.cut_bytes),
+            human_bytes(self.cut_bytes as usize),
             self.bytes_per_event(),
         )
     }
@@ -89,21 +90,6 @@ fn counted_kinds(counted: Counted) -> Vec<&'static str> {
         .filter(|k| k.counted() == Some(counted))
         .map(|k| k.name())
         .collect()
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// Runs `halves` of `plan` on `options.workers` timely workers until they finish, printing
@@ -156,7 +142,7 @@ pub(crate) fn drive<W: CutWiring + Send + 'static>(
                 rate,
                 report.windows,
                 report.exceptions,
-                human_bytes(report.cut_bytes),
+                human_bytes(report.cut_bytes as usize),
             );
             last = (Instant::now(), report.source_events);
         }

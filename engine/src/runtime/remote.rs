@@ -181,6 +181,7 @@ pub fn run_edge(
         Spool::open(&spool_dir, edge.transport.spool.clone()).map_err(connector_error("spool"))?,
     );
     let stats = Arc::new(LinkStats::default());
+    ctx.system.watch_link();
     let drained = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
     let topics: Vec<String> = plan
@@ -381,6 +382,7 @@ pub fn run_cloud(
 ) -> Result<RunReport, EngineError> {
     ctx.system.set_dead_letter_topic(&dead_letter_topic(&plan));
     let stats = Arc::new(LinkStats::default());
+    ctx.system.watch_link();
     let done = Arc::new(AtomicBool::new(false));
     let reporter = report_link(
         ctx.metrics.link().clone(),

@@ -3,7 +3,7 @@
 //! tables built from it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -146,6 +146,9 @@ pub struct SystemState {
     nodes: Mutex<BTreeMap<String, NodeEntry>>,
     edges: Mutex<BTreeMap<(String, String), Arc<EdgeProgress>>>,
     dead_letter_topic: Mutex<Option<String>>,
+    /// Whether this process talks to a Kafka broker (edge, cloud), whose reachability then
+    /// shows next to each producer (`link_up`).
+    has_link: AtomicBool,
 }
 
 impl std::fmt::Debug for SystemState {
@@ -207,7 +210,14 @@ impl SystemState {
             nodes: Mutex::new(BTreeMap::new()),
             edges: Mutex::new(BTreeMap::new()),
             dead_letter_topic: Mutex::new(None),
+            has_link: AtomicBool::new(false),
         }
+    }
+
+    /// Marks this process as linked to a Kafka broker: `edgeflow_edges.link_up` then says
+    /// whether the broker is reachable (a frozen `last_seen` is then explained).
+    pub fn watch_link(&self) {
+        self.has_link.store(true, Ordering::Relaxed);
     }
 
     /// Registers one worker's instance of a node (`kind` [`CUT_KIND`] for the reader of a
@@ -318,6 +328,10 @@ impl SystemState {
     pub(super) fn edges_batch(&self) -> RecordBatch {
         let edges = lock(&self.edges);
         let mut rows = EdgeRows::default();
+        let link_up = self
+            .has_link
+            .load(Ordering::Relaxed)
+            .then(|| self.metrics.link().up.get() == 1);
         for ((topic, edge_id), p) in edges.iter() {
             let spool = p.spool.as_ref().map(|s| s.stats());
             rows.topic.push(topic.clone());
@@ -338,6 +352,7 @@ impl SystemState {
                 .push(spool.as_ref().map(|s| s.depth as i64));
             rows.spool_bytes
                 .push(spool.as_ref().map(|s| s.bytes as i64));
+            rows.link_up.push(link_up);
         }
         rows.finish()
     }

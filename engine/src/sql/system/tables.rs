@@ -110,6 +110,7 @@ pub(super) struct EdgeRows {
     pub(super) duplicates: Vec<i64>,
     pub(super) spool_frames: Vec<Option<i64>>,
     pub(super) spool_bytes: Vec<Option<i64>>,
+    pub(super) link_up: Vec<Option<bool>>,
 }
 
 /// The schema of `edgeflow_edges`.
@@ -128,6 +129,7 @@ pub fn edges_schema() -> SchemaRef {
         int("duplicates"),
         field("spool_frames", DataType::Int64, true),
         field("spool_bytes", DataType::Int64, true),
+        field("link_up", DataType::Boolean, true),
     ]))
 }
 
@@ -148,6 +150,7 @@ impl EdgeRows {
                 int_column(self.duplicates),
                 Arc::new(Int64Array::from(self.spool_frames)),
                 Arc::new(Int64Array::from(self.spool_bytes)),
+                Arc::new(BooleanArray::from(self.link_up)),
             ],
         )
     }
