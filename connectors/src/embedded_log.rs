@@ -202,6 +202,7 @@ mod tests {
                 pipeline: "p".into(),
                 stream: "s".into(),
                 edge_id: edge.into(),
+                incarnation: 0,
                 sequence,
                 watermark: sequence as i64 * 10,
                 schema_fingerprint: 7,

@@ -3,9 +3,12 @@
 //! A [`Frame`] is one Arrow record batch, encoded by the content-aware codec
 //! (`edgeflow_operators::codec`, the default) or as an Arrow IPC stream (schema + batch),
 //! plus a [`FrameHeader`] that says where it comes from and how far its producer has
-//! progressed: pipeline, stream, edge id, sequence number, watermark and the fingerprint of
-//! the batch's schema. The header maps one-to-one onto Kafka record headers (see
-//! [`FrameHeader::to_pairs`]); `(edge, stream, sequence)` makes delivery idempotent.
+//! progressed: pipeline, stream, edge id, incarnation, sequence number, watermark and the
+//! fingerprint of the batch's schema. The header maps one-to-one onto Kafka record headers
+//! (see [`FrameHeader::to_pairs`]); `(edge, incarnation, stream, sequence)` makes delivery
+//! idempotent. The incarnation is chosen once per edge data directory, so an edge
+//! re-provisioned under the same id with a fresh directory (its sequences start again at 1)
+//! opens a new sequence range instead of having its frames taken for duplicates.
 //!
 //! The fingerprint is a claim, not a proof: a consumer decodes a payload with
 //! [`decode_batch_as`], which checks the decoded batch's own schema against the one the
@@ -59,6 +62,11 @@ pub struct FrameHeader {
     pub stream: String,
     /// The producing edge.
     pub edge_id: String,
+    /// Which life of `edge_id` produced the frame: chosen when its spool directory was
+    /// created (see `Spool::incarnation`), so sequence numbers are unique per
+    /// `(edge_id, incarnation)`. 0 for producers without a spool (the embedded log, control
+    /// records).
+    pub incarnation: u64,
     /// Position of this frame in the producer's sequence for this stream, from 1.
     pub sequence: u64,
     /// Every record the producer sends after this frame has event time >= this.
@@ -70,10 +78,11 @@ pub struct FrameHeader {
 }
 
 /// Header names, in the order [`FrameHeader::to_pairs`] writes them.
-pub const HEADER_NAMES: [&str; 7] = [
+pub const HEADER_NAMES: [&str; 8] = [
     "edgeflow-pipeline",
     "edgeflow-stream",
     "edgeflow-edge",
+    "edgeflow-incarnation",
     "edgeflow-seq",
     "edgeflow-watermark",
     "edgeflow-schema",
@@ -87,6 +96,7 @@ impl FrameHeader {
             self.pipeline.clone(),
             self.stream.clone(),
             self.edge_id.clone(),
+            format!("{:016x}", self.incarnation),
             self.sequence.to_string(),
             self.watermark.to_string(),
             format!("{:016x}", self.schema_fingerprint),
@@ -99,7 +109,7 @@ impl FrameHeader {
     pub fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, ConnectorError> {
-        let mut values: [Option<&str>; 7] = [None; 7];
+        let mut values: [Option<&str>; 8] = [None; 8];
         for (name, value) in pairs {
             if let Some(i) = HEADER_NAMES.iter().position(|n| *n == name) {
                 values[i] = Some(value);
@@ -115,19 +125,23 @@ impl FrameHeader {
                 ConnectorError::BadFrame(format!("header {} is not a number", HEADER_NAMES[i]))
             })
         };
+        let hexadecimal = |i: usize| {
+            u64::from_str_radix(get(i)?, 16).map_err(|_| {
+                ConnectorError::BadFrame(format!("header {} is not hexadecimal", HEADER_NAMES[i]))
+            })
+        };
         Ok(FrameHeader {
             pipeline: get(0)?.to_string(),
             stream: get(1)?.to_string(),
             edge_id: get(2)?.to_string(),
-            sequence: u64::try_from(number(3)?)
+            incarnation: hexadecimal(3)?,
+            sequence: u64::try_from(number(4)?)
                 .map_err(|_| ConnectorError::BadFrame("header edgeflow-seq out of range".into()))?,
-            watermark: i64::try_from(number(4)?).map_err(|_| {
+            watermark: i64::try_from(number(5)?).map_err(|_| {
                 ConnectorError::BadFrame("header edgeflow-watermark out of range".into())
             })?,
-            schema_fingerprint: u64::from_str_radix(get(5)?, 16).map_err(|_| {
-                ConnectorError::BadFrame("header edgeflow-schema is not hexadecimal".into())
-            })?,
-            kind: FrameKind::from_name(get(6)?).ok_or_else(|| {
+            schema_fingerprint: hexadecimal(6)?,
+            kind: FrameKind::from_name(get(7)?).ok_or_else(|| {
                 ConnectorError::BadFrame(
                     "header edgeflow-kind must be data, watermark or end".into(),
                 )
@@ -240,6 +254,7 @@ mod tests {
             pipeline: "p".into(),
             stream: "per_sec.late".into(),
             edge_id: "press-07".into(),
+            incarnation: 0x00c0_ffee,
             sequence: 42,
             watermark: -5,
             schema_fingerprint: u64::MAX - 3,

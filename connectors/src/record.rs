@@ -128,6 +128,7 @@ mod tests {
                 pipeline: "p".into(),
                 stream: "s".into(),
                 edge_id: "e".into(),
+                incarnation: 0,
                 sequence,
                 watermark: -3,
                 schema_fingerprint: 9,

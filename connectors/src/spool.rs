@@ -20,10 +20,14 @@
 //!
 //! Sequence numbers make replays idempotent: an edge restarted after a crash regenerates its
 //! frames with the same `(stream, sequence)`, and [`Spool::append`] skips every frame whose
-//! sequence it already holds.
+//! sequence it already holds. An `incarnation` file, written once when the directory is
+//! created, names this spool's sequence space ([`Spool::incarnation`]): an edge given a fresh
+//! directory numbers its frames from 1 again, and the new incarnation tells the cloud that
+//! these are new frames, not replays.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, RandomState};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -169,6 +173,7 @@ struct State {
 pub struct Spool {
     dir: PathBuf,
     options: SpoolOptions,
+    incarnation: u64,
     state: Mutex<State>,
     room: Condvar,
 }
@@ -194,6 +199,7 @@ impl Spool {
             "creating spool directory {}",
             dir.display()
         )))?;
+        let incarnation = read_or_create_incarnation(dir)?;
         let cursor_path = dir.join("cursor");
         let cursor: Cursor = match fs::read(&cursor_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -239,6 +245,7 @@ impl Spool {
         let spool = Spool {
             dir: dir.to_path_buf(),
             options,
+            incarnation,
             state: Mutex::new(state),
             room: Condvar::new(),
         };
@@ -247,6 +254,13 @@ impl Spool {
             spool.release_acknowledged(&mut state)?;
         }
         Ok(spool)
+    }
+
+    /// This spool's incarnation: a random nonzero number chosen when its directory was
+    /// created and kept for its life, so `(edge id, incarnation, stream, sequence)` names a
+    /// frame uniquely even when an edge is re-provisioned with a fresh directory.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -605,6 +619,39 @@ impl Spool {
                 .blocked_since
                 .map_or(0, |since| now_ms().saturating_sub(since)),
         }
+    }
+}
+
+/// Reads the spool's `incarnation` file (16 hexadecimal digits), creating it with a fresh
+/// random number when the spool has none.
+fn read_or_create_incarnation(dir: &Path) -> Result<u64, ConnectorError> {
+    let path = dir.join("incarnation");
+    match fs::read_to_string(&path) {
+        Ok(text) => u64::from_str_radix(text.trim(), 16)
+            .ok()
+            .filter(|&n| n != 0)
+            .ok_or_else(|| {
+                ConnectorError::User(format!(
+                    "spool incarnation {} is not valid (expected 16 hexadecimal digits); \
+                     remove the spool directory to start afresh",
+                    path.display()
+                ))
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // RandomState's keys come from the operating system's random source; hashing the
+            // time and process id with them gives a number no other spool is likely to have.
+            let random = RandomState::new().hash_one((SystemTime::now(), std::process::id()));
+            let incarnation = random.max(1);
+            let tmp = dir.join("incarnation.tmp");
+            write_synced(&tmp, format!("{incarnation:016x}\n").as_bytes())?;
+            fs::rename(&tmp, &path).map_err(io_error(format!(
+                "renaming {} to {}",
+                tmp.display(),
+                path.display()
+            )))?;
+            Ok(incarnation)
+        }
+        Err(e) => Err(io_error(format!("reading {}", path.display()))(e)),
     }
 }
 

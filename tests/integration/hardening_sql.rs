@@ -481,15 +481,16 @@ fn a_runaway_query_is_stopped_by_its_memory_and_time_bounds() {
     assert_alive(&mut served);
 }
 
-/// Issue 12 case 6: a client that goes away must not leave its query running. (A `count(*)`
-/// of the cross join would be answered from statistics: the query sums columns.)
+/// Issue 12 case 6: a client that goes away must not leave its query running, over HTTP or
+/// the Postgres protocol. (A `count(*)` of the cross join would be answered from statistics:
+/// the query sums columns.)
 #[test]
 fn a_query_stops_when_its_client_goes_away() {
     let mut served = serve(&["--sql-timeout", "10m"]);
-    let pid = served.child.id();
-    let mut stream = TcpStream::connect(&served.http).unwrap();
     let sql =
         "SELECT max(a.mean + b.mean + c.mean) FROM fleet a CROSS JOIN fleet b CROSS JOIN fleet c";
+
+    let mut stream = TcpStream::connect(&served.http).unwrap();
     write!(
         stream,
         "POST /sql HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{sql}",
@@ -497,6 +498,30 @@ fn a_query_stops_when_its_client_goes_away() {
         sql.len()
     )
     .unwrap();
+    assert_stops_when_its_client_leaves(&served, "HTTP", move || drop(stream));
+
+    // psql, killed mid-statement: its socket closes as a crashed or cancelled client's does.
+    let mut psql = Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-U", "edgeflow", "-d", "edgeflow"])
+        .args(["-p", &served.pg_port.to_string(), "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql (postgresql-client) is installed");
+    assert_stops_when_its_client_leaves(&served, "Postgres", move || {
+        psql.kill().unwrap();
+        psql.wait().unwrap();
+    });
+
+    assert_eq!(fleet_count(&served), expected_count());
+    assert_alive(&mut served);
+}
+
+/// Checks that the statement a client just sent keeps the process busy, calls `leave`, and
+/// checks that the process is idle again soon after.
+fn assert_stops_when_its_client_leaves(served: &Served, protocol: &str, leave: impl FnOnce()) {
+    let pid = served.child.id();
     std::thread::sleep(Duration::from_secs(2));
     let running = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
@@ -504,19 +529,17 @@ fn a_query_stops_when_its_client_goes_away() {
     let busy = cpu_ticks(pid) - running;
     assert!(
         busy >= 10,
-        "the query does not seem to run ({busy} ticks in 1 s)"
+        "{protocol}: the query does not seem to run ({busy} ticks in 1 s)"
     );
-    drop(stream);
+    leave();
     std::thread::sleep(Duration::from_secs(1));
     let after = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(2));
     let spent = cpu_ticks(pid) - after;
     assert!(
         spent < busy.min(20),
-        "{spent} ticks of CPU in 2 s after the client left ({busy} in 1 s while it ran)"
+        "{protocol}: {spent} ticks of CPU in 2 s after the client left ({busy} in 1 s while it ran)"
     );
-    assert_eq!(fleet_count(&served), expected_count());
-    assert_alive(&mut served);
 }
 
 /// Sends SIGTERM and waits for the process to end; the time it took.

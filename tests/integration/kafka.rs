@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::common::broker::Broker;
-use crate::common::{Running, edgeflow, free_port, text};
+use crate::common::{Running, edgeflow, free_port, http, text};
 
 /// Edges summarize per device and second and flag spikes; the cloud aggregates the
 /// summaries per site over 10 s windows (a cloud-side window, so the watermark across the
@@ -273,6 +273,7 @@ fn send_bad_records(broker: &Broker, topic: &str) {
             ("edgeflow-pipeline", "linkfleet"),
             ("edgeflow-stream", "per_sec"),
             ("edgeflow-edge", "rogue"),
+            ("edgeflow-incarnation", "000000000000002a"),
             ("edgeflow-seq", seq),
             ("edgeflow-watermark", "0"),
             ("edgeflow-schema", fingerprint),
@@ -599,21 +600,6 @@ nodes:
   spikes:  { kind: detect, inputs: [sensors], key: [device, sensor], method: zscore, threshold: 4, emit: all }
   alerts:  { kind: table, inputs: [spikes] }
 "#;
-
-fn http(address: &str, path: &str, body: Option<&str>) -> Option<String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let url = format!("http://{address}{path}");
-    let mut response = match body {
-        Some(body) => agent.post(&url).send(body).ok()?,
-        None => agent.get(&url).call().ok()?,
-    };
-    let text = response.body_mut().read_to_string().ok()?;
-    (response.status() == 200).then_some(text)
-}
 
 fn control_metric(metrics: &str, event: &str) -> u64 {
     let prefix = format!("edgeflow_control_records_total{{event=\"{event}\"}} ");

@@ -14,6 +14,8 @@ mod control;
 mod control_loop;
 mod end_to_end;
 mod hardening_input;
+#[cfg(feature = "kafka")]
+mod hardening_kafka;
 mod hardening_sql;
 mod hardening_validate;
 mod insight;

@@ -1,10 +1,17 @@
 //! Kafka clients' common ground: how to reach the cluster ([`KafkaSettings`]), connection
 //! health ([`LinkStats`]) and the librdkafka callbacks that feed it, topic creation, and the
 //! partition assignment of readers outside a consumer group.
+//!
+//! Calls that wait for the broker (creating topics, reading metadata) never run on the
+//! caller's thread: a timely worker or a control thread that asked the broker a question
+//! while it is unreachable would stall for seconds each time, and hold up the process's
+//! shutdown with it. [`create_topic_early`] and [`PartitionFinder`] ask from a thread of
+//! their own.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -148,16 +155,119 @@ pub fn ensure_topics(
     Ok(())
 }
 
-/// Creates `topic` if it is missing, as a node starts. A failure (e.g. the broker is down)
-/// is logged, not returned: where the broker allows it, the topic is created on first use.
+/// Creates `topic` if it is missing, as a node starts, from a thread of its own (the node
+/// does not wait). A failure (e.g. the broker is down) is logged: where the broker allows
+/// it, the topic is created on first use.
 pub(super) fn create_topic_early(settings: &KafkaSettings, topic: &str, partitions: i32) {
-    if let Err(error) = ensure_topics(
-        settings,
-        &[topic.to_string()],
-        partitions,
-        Duration::from_secs(5),
-    ) {
-        tracing::warn!(topic, error = %crate::error::chain(&error), "cannot create the topic yet");
+    let (settings, topic) = (settings.clone(), topic.to_string());
+    let spawned = std::thread::Builder::new()
+        .name("kafka-create-topic".into())
+        .spawn(move || {
+            if let Err(error) =
+                ensure_topics(&settings, std::slice::from_ref(&topic), partitions, BROKER_CALL)
+            {
+                tracing::warn!(topic, error = %crate::error::chain(&error), "cannot create the topic yet");
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start a thread to create a topic");
+    }
+}
+
+/// The bound of one call to the broker (creating topics, reading metadata).
+const BROKER_CALL: Duration = Duration::from_secs(5);
+/// How long a [`PartitionFinder`] waits between attempts.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// Finds out, on a thread of its own, how many partitions of a topic a reader outside a
+/// consumer group should read: it creates the topic when missing (with `configured`
+/// partitions), reads the broker's metadata and applies [`partitions_to_read`], once a
+/// second until it succeeds; every failed attempt is reported to the owner, which may count
+/// and log it. Dropping the finder stops its thread at the next attempt.
+struct PartitionFinder {
+    results: Receiver<Result<i32, ConnectorError>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl PartitionFinder {
+    /// Starts looking; the first `wait_attempts` metadata reads wait for a complete topic.
+    fn start(
+        settings: &KafkaSettings,
+        topic: &str,
+        configured: i32,
+        wait_attempts: u32,
+    ) -> PartitionFinder {
+        let (sender, results) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (settings, topic, stopped) = (settings.clone(), topic.to_string(), stop.clone());
+        let find = move || {
+            let metadata: BaseConsumer = match settings.config().create() {
+                Ok(client) => client,
+                Err(error) => {
+                    let _ = sender.send(Err(kafka_error("creating a Kafka client".into())(error)));
+                    return;
+                }
+            };
+            let mut attempts = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let found = ensure_topics(
+                    &settings,
+                    std::slice::from_ref(&topic),
+                    configured,
+                    BROKER_CALL,
+                )
+                .and_then(|()| topic_partitions(&metadata, &topic, BROKER_CALL))
+                .and_then(|listed| {
+                    attempts += 1;
+                    partitions_to_read(&topic, listed, configured, attempts < wait_attempts)
+                });
+                let done = found.is_ok();
+                if sender.send(found).is_err() || done {
+                    return;
+                }
+                let next = started + RETRY_EVERY;
+                while Instant::now() < next && !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("kafka-partitions".into())
+            .spawn(find);
+        if let Err(error) = spawned {
+            // The owner then finds the finder gone and starts another.
+            tracing::warn!(%error, "cannot start a thread to read topic metadata");
+        }
+        PartitionFinder { results, stop }
+    }
+
+    /// What the finder has to say, waiting at most `timeout` for news.
+    fn poll(&self, timeout: Duration) -> Finding {
+        match self.results.recv_timeout(timeout) {
+            Ok(Ok(count)) => Finding::Found(count),
+            Ok(Err(error)) => Finding::Failed(error),
+            Err(RecvTimeoutError::Timeout) => Finding::Pending,
+            Err(RecvTimeoutError::Disconnected) => Finding::Gone,
+        }
+    }
+}
+
+/// News from a [`PartitionFinder`].
+enum Finding {
+    /// Nothing new yet.
+    Pending,
+    /// How many partitions to read.
+    Found(i32),
+    /// An attempt failed; the finder tries again.
+    Failed(ConnectorError),
+    /// The finder's thread ended without a count (it could not start or create its client).
+    Gone,
+}
+
+impl Drop for PartitionFinder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -226,34 +336,75 @@ pub(super) fn partition_list(
     Ok(list)
 }
 
-/// Assigns every partition of `topic` to `consumer`, a reader outside any consumer group
-/// (the cloud's feed of a cut topic, a control topic's tail): creates the topic when it is
-/// missing (with `configured` partitions), reads how many it lists and starts each at
-/// `start(partition)` (the beginning when `None`). `attempts` counts the calls that read the
-/// metadata; the first `wait_attempts` of them wait for a complete topic
-/// ([`partitions_to_read`]). An error (the broker is down, the topic is not complete yet)
-/// can be retried.
-pub(super) fn assign_partitions<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    settings: &KafkaSettings,
-    topic: &str,
+/// A reader outside any consumer group (the cloud's feed of a cut topic, a control topic's
+/// tail) on its way to its partitions: a [`PartitionFinder`] looks for them off the
+/// reader's thread, and [`Assignment::try_assign`] assigns them once found.
+pub(super) struct Assignment {
+    settings: KafkaSettings,
+    topic: String,
     configured: i32,
-    (attempts, wait_attempts): (&mut u32, u32),
-    start: impl Fn(i32) -> Option<i64>,
-) -> Result<(), ConnectorError> {
-    ensure_topics(
-        settings,
-        &[topic.to_string()],
-        configured,
-        Duration::from_secs(5),
-    )?;
-    let listed = topic_partitions(consumer, topic, Duration::from_secs(5))?;
-    *attempts += 1;
-    let count = partitions_to_read(topic, listed, configured, *attempts < wait_attempts)?;
-    let list = partition_list(topic, count, start)?;
-    consumer
-        .assign(&list)
-        .map_err(kafka_error("assigning partitions".into()))
+    wait_attempts: u32,
+    finder: Option<PartitionFinder>,
+    assigned: bool,
+}
+
+impl Assignment {
+    /// For `topic` with `configured` partitions; the first `wait_attempts` metadata reads
+    /// wait for a complete topic ([`partitions_to_read`]).
+    pub(super) fn new(
+        settings: &KafkaSettings,
+        topic: &str,
+        configured: i32,
+        wait_attempts: u32,
+    ) -> Assignment {
+        Assignment {
+            settings: settings.clone(),
+            topic: topic.to_string(),
+            configured,
+            wait_attempts,
+            finder: None,
+            assigned: false,
+        }
+    }
+
+    /// Whether `consumer` reads its partitions: assigns them, each from `start(partition)`
+    /// (the beginning when `None`), once they are known, waiting at most `timeout` for that.
+    /// An error is an attempt that failed (the broker is down, the topic is incomplete);
+    /// the search goes on by itself.
+    pub(super) fn try_assign<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        timeout: Duration,
+        start: impl Fn(i32) -> Option<i64>,
+    ) -> Result<bool, ConnectorError> {
+        if self.assigned {
+            return Ok(true);
+        }
+        let finder = self.finder.get_or_insert_with(|| {
+            PartitionFinder::start(
+                &self.settings,
+                &self.topic,
+                self.configured,
+                self.wait_attempts,
+            )
+        });
+        let count = match finder.poll(timeout) {
+            Finding::Pending => return Ok(false),
+            Finding::Found(count) => count,
+            Finding::Failed(error) => return Err(error),
+            Finding::Gone => {
+                self.finder = None;
+                return Ok(false);
+            }
+        };
+        let list = partition_list(&self.topic, count, start)?;
+        consumer
+            .assign(&list)
+            .map_err(kafka_error("assigning partitions".into()))?;
+        self.finder = None;
+        self.assigned = true;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

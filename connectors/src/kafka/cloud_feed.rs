@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::client::{KafkaSettings, LinkStats, assign_partitions};
+use super::client::{Assignment, KafkaSettings, LinkStats};
 use super::frames::{BadRecord, DeadLetterProducer, FrameConsumer};
 use crate::error::ConnectorError;
 use crate::frame::Frame;
@@ -18,11 +18,10 @@ pub enum FeedItem {
     Rejected(String, String),
 }
 
-/// How often the cloud commits its offsets to the consumer group, and retries a failed
-/// partition assignment.
+/// How often the cloud commits its offsets to the consumer group.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
-/// Assignment attempts (one per [`COMMIT_EVERY`]) that wait for a topic to list all the
-/// configured partitions.
+/// Assignment attempts (one a second) that wait for a topic to list all the configured
+/// partitions.
 const PARTITION_WAIT_ATTEMPTS: u32 = 30;
 
 /// The cloud's reader of one cut topic: first everything its [`InputLog`] holds (the replay
@@ -30,12 +29,8 @@ const PARTITION_WAIT_ATTEMPTS: u32 = 30;
 /// is handed out. Records that are not frames go to the dead-letter topic too.
 pub struct CloudFeed {
     topic: String,
-    settings: KafkaSettings,
-    partitions: i32,
     consumer: FrameConsumer,
-    assigned: bool,
-    last_attempt: Option<Instant>,
-    assign_attempts: u32,
+    assignment: Assignment,
     log: InputLog,
     replay: std::collections::VecDeque<FeedItem>,
     next_offsets: std::collections::BTreeMap<i32, i64>,
@@ -67,30 +62,14 @@ impl CloudFeed {
         }
         Ok(CloudFeed {
             topic: topic.to_string(),
-            settings: settings.clone(),
-            partitions,
             consumer: FrameConsumer::new(settings, group, stats.clone())?,
-            assigned: false,
-            assign_attempts: 0,
-            last_attempt: None,
+            assignment: Assignment::new(settings, topic, partitions, PARTITION_WAIT_ATTEMPTS),
             log,
             replay,
             next_offsets,
             dead_letters: DeadLetterProducer::new(settings, dead_letter_topic, stats)?,
             last_commit: Instant::now(),
         })
-    }
-
-    fn assign(&mut self) -> Result<(), ConnectorError> {
-        let next_offsets = &self.next_offsets;
-        assign_partitions(
-            &self.consumer.consumer,
-            &self.settings,
-            &self.topic,
-            self.partitions,
-            (&mut self.assign_attempts, PARTITION_WAIT_ATTEMPTS),
-            |p| next_offsets.get(&p).copied(),
-        )
     }
 
     /// Up to `max` items, without waiting. The flag says they come from the replay of the
@@ -100,20 +79,18 @@ impl CloudFeed {
             let n = max.min(self.replay.len());
             return Ok((self.replay.drain(..n).collect(), true));
         }
-        if !self.assigned {
-            if self
-                .last_attempt
-                .is_some_and(|t| t.elapsed() < COMMIT_EVERY)
-            {
+        let next_offsets = &self.next_offsets;
+        let assigned = self
+            .assignment
+            .try_assign(&self.consumer.consumer, Duration::ZERO, |p| {
+                next_offsets.get(&p).copied()
+            });
+        match assigned {
+            Ok(true) => {}
+            Ok(false) => return Ok((Vec::new(), false)),
+            Err(error) => {
+                tracing::warn!(topic = %self.topic, error = %crate::error::chain(&error), "cannot assign partitions yet; retrying");
                 return Ok((Vec::new(), false));
-            }
-            self.last_attempt = Some(Instant::now());
-            match self.assign() {
-                Ok(()) => self.assigned = true,
-                Err(error) => {
-                    tracing::warn!(topic = %self.topic, error = %crate::error::chain(&error), "cannot assign partitions yet; retrying");
-                    return Ok((Vec::new(), false));
-                }
             }
         }
         let mut items = Vec::new();

@@ -12,7 +12,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use super::client::{
-    Callbacks, KafkaSettings, LinkStats, assign_partitions, create_topic_early, kafka_error,
+    Assignment, Callbacks, KafkaSettings, LinkStats, create_topic_early, kafka_error,
 };
 use crate::error::ConnectorError;
 
@@ -123,10 +123,8 @@ impl RecordReader {
 /// [`TopicTail::poll`] assigns the partitions once the topic's metadata can be read.
 pub struct TopicTail {
     consumer: BaseConsumer<Callbacks>,
-    settings: KafkaSettings,
+    assignment: Assignment,
     topic: String,
-    partitions: i32,
-    assigned: bool,
     stats: Arc<LinkStats>,
 }
 
@@ -153,26 +151,11 @@ impl TopicTail {
             .map_err(kafka_error("creating a Kafka consumer".into()))?;
         Ok(TopicTail {
             consumer,
-            settings: settings.clone(),
+            // Every record from the beginning, of the partitions the topic lists.
+            assignment: Assignment::new(settings, topic, partitions, 0),
             topic: topic.to_string(),
-            partitions,
-            assigned: false,
             stats,
         })
-    }
-
-    fn assign(&mut self) -> Result<(), ConnectorError> {
-        // Every record from the beginning, of the partitions the topic lists now.
-        assign_partitions(
-            &self.consumer,
-            &self.settings,
-            &self.topic,
-            self.partitions,
-            (&mut 0, 0),
-            |_| None,
-        )?;
-        self.assigned = true;
-        Ok(())
     }
 
     /// Up to `max` records, waiting at most `timeout` for the first. An error (the broker is
@@ -182,8 +165,11 @@ impl TopicTail {
         max: usize,
         timeout: Duration,
     ) -> Result<Vec<PlainRecord>, ConnectorError> {
-        if !self.assigned {
-            self.assign()?;
+        if !self
+            .assignment
+            .try_assign(&self.consumer, timeout, |_| None)?
+        {
+            return Ok(Vec::new());
         }
         let mut out = Vec::new();
         let mut wait = timeout;

@@ -17,6 +17,7 @@ fn frame(stream: &str, sequence: u64, payload_len: usize) -> Frame {
             pipeline: "p".into(),
             stream: stream.into(),
             edge_id: "e".into(),
+            incarnation: 0,
             sequence,
             watermark: sequence as i64,
             schema_fingerprint: 1,
@@ -64,6 +65,37 @@ fn frames_come_back_in_order_and_acknowledged_segments_are_deleted() {
         vec![9, 10]
     );
     assert_eq!(spool.stats().depth, 2);
+}
+
+#[test]
+fn a_spool_keeps_its_incarnation_and_a_fresh_directory_gets_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Spool::open(dir.path(), options(1 << 20, 250, WhenFull::Block))
+        .unwrap()
+        .incarnation();
+    let reopened = Spool::open(dir.path(), options(1 << 20, 250, WhenFull::Block))
+        .unwrap()
+        .incarnation();
+    assert_ne!(first, 0);
+    assert_eq!(first, reopened, "a restart keeps the sequence space");
+    let text = fs::read_to_string(dir.path().join("incarnation")).unwrap();
+    assert_eq!(u64::from_str_radix(text.trim(), 16).unwrap(), first);
+
+    let fresh = tempfile::tempdir().unwrap();
+    let other = Spool::open(fresh.path(), options(1 << 20, 250, WhenFull::Block))
+        .unwrap()
+        .incarnation();
+    assert_ne!(
+        first, other,
+        "a re-provisioned edge starts a new sequence space"
+    );
+
+    fs::write(dir.path().join("incarnation"), "not hex").unwrap();
+    let err = Spool::open(dir.path(), options(1 << 20, 250, WhenFull::Block)).unwrap_err();
+    assert!(
+        err.to_string().contains("remove the spool directory"),
+        "{err}"
+    );
 }
 
 #[test]

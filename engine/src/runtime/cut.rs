@@ -6,8 +6,18 @@
 //! `end` frame when the stream finishes. Frames go to the embedded log, or (edge role) into
 //! the spool that the forwarder drains into Kafka. The consumer holds its capability at the
 //! minimum watermark of the producers it waits for (an edge silent for longer than the idle
-//! timeout stops holding it back), drops frames it has already applied (by edge and
-//! sequence), and sends frames it cannot use to the dead-letter output with the reason.
+//! timeout stops holding it back), drops frames it has already applied (by edge,
+//! incarnation and sequence), and sends frames it cannot use to the dead-letter output with
+//! the reason.
+//!
+//! A producer is an edge id in one incarnation (its spool's life, see
+//! `FrameHeader::incarnation`). When a new incarnation of an edge is heard from, the edge was
+//! re-provisioned: the old one is retired (its late frames still count, exactly once, but
+//! it no longer holds the watermark back or keeps the stream from ending) and the new one
+//! numbers its frames from 1 again. Without a list of expected edges, the edges heard from
+//! are the fleet so far: once every one of them has ended, the frontier moves past all they
+//! sent (so every received window becomes final), and the stream stays open for edges that
+//! start later.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -177,14 +187,18 @@ pub fn produce(
             Some(Encoder::new(options).map_err(|e| EngineError::Internal(chain(&e)))?)
         }
     };
-    let progress = match &out {
-        FrameOut::Spool { spool, .. } => Some(env.ctx.system.edge(
-            &topic.name,
-            edge_id,
-            EdgeSide::Producer,
-            Some(spool.clone()),
-        )),
-        FrameOut::Log(_) => None,
+    let (progress, incarnation) = match &out {
+        FrameOut::Spool { spool, .. } => {
+            let progress = env.ctx.system.edge(
+                &topic.name,
+                edge_id,
+                EdgeSide::Producer,
+                Some(spool.clone()),
+            );
+            progress.start_incarnation(spool.incarnation());
+            (Some(progress), spool.incarnation())
+        }
+        FrameOut::Log(_) => (None, 0),
     };
     let mut writer = TopicWriter {
         out,
@@ -195,6 +209,7 @@ pub fn produce(
             pipeline: env.plan.pipeline.clone(),
             stream: topic.stream.to_string(),
             edge_id: edge_id.to_string(),
+            incarnation,
             sequence: 0,
             watermark: EventTime::MIN,
             schema_fingerprint: schema_fingerprint(&topic.schema),
@@ -247,12 +262,17 @@ pub fn produce(
     Ok(())
 }
 
-/// Progress of one producer as seen by a consumer.
+/// Progress of one producer (an edge in one incarnation) as seen by a consumer.
 struct ProducerState {
     watermark: EventTime,
+    /// The highest watermark it sent before its `end` frame.
+    open_watermark: EventTime,
     applied_sequence: u64,
     last_seen: Instant,
-    /// The same progress, published for `edgeflow_edges`.
+    /// A newer incarnation of the same edge has been heard from: this one no longer holds
+    /// the watermark back.
+    retired: bool,
+    /// The edge's row, published for `edgeflow_edges` (shared by its incarnations).
     published: Arc<EdgeProgress>,
 }
 
@@ -260,12 +280,21 @@ impl ProducerState {
     fn new(published: Arc<EdgeProgress>) -> Self {
         ProducerState {
             watermark: EventTime::MIN,
+            open_watermark: EventTime::MIN,
             applied_sequence: 0,
             last_seen: Instant::now(),
+            retired: false,
             published,
         }
     }
+
+    fn ended(&self) -> bool {
+        self.watermark == EventTime::MAX
+    }
 }
+
+/// Every producer a consumer has heard from, by `(edge id, incarnation)`.
+type ProducerMap = BTreeMap<(String, u64), ProducerState>;
 
 /// One polled item: a frame, or a record that was rejected before it became one.
 enum Polled {
@@ -321,33 +350,58 @@ impl FrameIn {
 }
 
 /// The watermark the consumer may hold its capability at, or `None` to keep it where it is;
-/// `Some(MAX)` means every expected producer has ended.
+/// `Some(MAX)` means every expected producer has ended. `last_data` is the time the consumer
+/// last gave data at.
 fn consumer_watermark(
-    producers: &BTreeMap<String, ProducerState>,
+    producers: &ProducerMap,
     expected: &Producers,
     started: Instant,
+    last_data: EventTime,
 ) -> Option<EventTime> {
     let idle = |since: Instant| expected.idle_timeout.is_some_and(|t| since.elapsed() > t);
-    let all_ended = !expected.expected.is_empty()
-        && expected.expected.iter().all(|e| {
-            producers
-                .get(e)
-                .is_some_and(|p| p.watermark == EventTime::MAX)
-        })
-        && producers.values().all(|p| p.watermark == EventTime::MAX);
-    if all_ended {
-        return Some(EventTime::MAX);
+    let current = || producers.values().filter(|p| !p.retired);
+    let heard_from = |edge: &str| producers.keys().any(|(e, _)| e == edge);
+    let all_current_ended = current().next().is_some() && current().all(ProducerState::ended);
+    if !expected.expected.is_empty() {
+        if all_current_ended && expected.expected.iter().all(|e| heard_from(e)) {
+            return Some(EventTime::MAX);
+        }
+        if expected.expected.iter().any(|e| !heard_from(e)) && !idle(started) {
+            return None;
+        }
+    } else if all_current_ended {
+        // Everything the fleet heard from so far sent is final; later edges may still come.
+        let sent = current().map(|p| p.open_watermark).max()?;
+        return Some(sent.max(last_data.saturating_add(1)));
     }
-    let unseen_expected =
-        expected.expected.iter().any(|e| !producers.contains_key(e)) && !idle(started);
-    if unseen_expected {
-        return None;
-    }
-    producers
-        .values()
-        .filter(|p| p.watermark != EventTime::MAX && !idle(p.last_seen))
+    current()
+        .filter(|p| !p.ended() && !idle(p.last_seen))
         .map(|p| p.watermark)
         .min()
+}
+
+/// Looks up the producer of `header`, registering a new incarnation of its edge (and
+/// retiring the edge's older ones) the first time it is heard from.
+fn producer_of<'a>(
+    producers: &'a mut ProducerMap,
+    header: &FrameHeader,
+    publish: impl FnOnce() -> Arc<EdgeProgress>,
+) -> &'a mut ProducerState {
+    let key = (header.edge_id.clone(), header.incarnation);
+    let mut earlier = None;
+    if !producers.contains_key(&key) {
+        for ((edge, _), older) in producers.iter_mut() {
+            if *edge == header.edge_id {
+                older.retired = true;
+                earlier = Some(older.published.clone());
+            }
+        }
+    }
+    producers.entry(key).or_insert_with(|| {
+        let published = earlier.unwrap_or_else(publish);
+        published.start_incarnation(header.incarnation);
+        ProducerState::new(published)
+    })
 }
 
 /// Reads a cut topic back into a stream.
@@ -359,7 +413,8 @@ pub fn consume<'scope>(
     expected: Producers,
 ) -> BatchStream<'scope> {
     let reads = !matches!(input, FrameIn::Nothing);
-    let mut producers: BTreeMap<String, ProducerState> = BTreeMap::new();
+    let mut producers = ProducerMap::new();
+    let mut last_data = EventTime::MIN;
     let expected_fingerprint = schema_fingerprint(&topic.schema);
     let expected_schema = topic.schema.to_arrow();
     let expected_stream = topic.stream.to_string();
@@ -423,7 +478,7 @@ pub fn consume<'scope>(
                         continue;
                     }
                     if let Some(p) = producers
-                        .get(&header.edge_id)
+                        .get(&(header.edge_id.clone(), header.incarnation))
                         .filter(|p| header.sequence <= p.applied_sequence)
                     {
                         metrics.duplicates.inc();
@@ -449,23 +504,24 @@ pub fn consume<'scope>(
                     } else {
                         None
                     };
-                    let state = producers.entry(header.edge_id.clone()).or_insert_with(|| {
-                        ProducerState::new(system.edge(
-                            &topic_name,
-                            &header.edge_id,
-                            EdgeSide::Consumer,
-                            None,
-                        ))
+                    let state = producer_of(&mut producers, header, || {
+                        system.edge(&topic_name, &header.edge_id, EdgeSide::Consumer, None)
                     });
                     state.last_seen = Instant::now();
                     state.applied_sequence = header.sequence;
                     state.watermark = state.watermark.max(header.watermark);
-                    state.published.record_frame(
-                        header.sequence,
-                        header.watermark,
-                        frame.payload.len() as u64,
-                    );
+                    if header.kind != FrameKind::End {
+                        state.open_watermark = state.open_watermark.max(header.watermark);
+                    }
+                    if !state.retired {
+                        state.published.record_frame(
+                            header.sequence,
+                            header.watermark,
+                            frame.payload.len() as u64,
+                        );
+                    }
                     if let Some(batch) = batch {
+                        last_data = *cap.time();
                         node_metrics.events_out.inc_by(batch.num_rows() as u64);
                         session.give(Batch(batch));
                     }
@@ -476,7 +532,7 @@ pub fn consume<'scope>(
                 } else {
                     ctx.dead_letter(&node_metrics, &rejected);
                 }
-                let watermark = consumer_watermark(&producers, &expected, started);
+                let watermark = consumer_watermark(&producers, &expected, started, last_data);
                 let failed = items.is_empty() && ctx.failure().is_some();
                 if watermark == Some(EventTime::MAX)
                     || failed

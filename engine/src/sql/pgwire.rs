@@ -21,6 +21,8 @@
 //!   (statement timeout).
 //! - Shutdown: the server stops accepting, gives running statements the shutdown grace,
 //!   then closes every connection.
+//! - A client that closes its connection while a statement runs cancels that statement
+//!   (its memory is freed at once), as a closed HTTP request does.
 //! - Authentication: none ("trust", like a local Postgres's loopback entry in pg_hba.conf).
 //!   The server listens on loopback by default; authenticating clients belongs to the
 //!   edge-cloud boundary, not to this local interface. No TLS.
@@ -50,7 +52,7 @@ use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::DataRow;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::{QueryEngine, QueryResult};
@@ -77,9 +79,27 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let handlers = handlers.clone();
+                    let (socket, watch) = match watch_handle(socket) {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "preparing a postgres connection");
+                            continue;
+                        }
+                    };
                     connections.spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
-                            tracing::debug!(%peer, error = %e, "postgres connection ended with an error");
+                        // pgwire reads the next message only after a statement's answer is
+                        // sent, so a client that leaves mid-statement is noticed here:
+                        // dropping `process_socket` drops the running statement, which
+                        // cancels it and frees its memory.
+                        tokio::select! {
+                            ended = pgwire::tokio::process_socket(socket, None, handlers) => {
+                                if let Err(e) = ended {
+                                    tracing::debug!(%peer, error = %e, "postgres connection ended with an error");
+                                }
+                            }
+                            () = peer_closed(watch) => {
+                                tracing::debug!(%peer, "postgres client went away; its running statement, if any, is cancelled");
+                            }
                         }
                     });
                 }
@@ -103,6 +123,27 @@ pub async fn serve(
     }
     connections.shutdown().await;
     Ok(())
+}
+
+/// The accepted socket and a second handle of it (a duplicated descriptor) that
+/// [`peer_closed`] watches while pgwire owns the first.
+fn watch_handle(socket: TcpStream) -> std::io::Result<(TcpStream, TcpStream)> {
+    let socket = socket.into_std()?;
+    let watch = socket.try_clone()?;
+    Ok((TcpStream::from_std(socket)?, TcpStream::from_std(watch)?))
+}
+
+/// Completes when the client has closed the connection (a peek sees the end of the stream)
+/// or it failed. Never consumes bytes: while unread messages wait for pgwire (a client
+/// pipelining behind a running statement), it looks again every 200 ms instead of spinning.
+async fn peer_closed(watch: TcpStream) {
+    let mut byte = [0u8; 1];
+    loop {
+        match watch.peek(&mut byte).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// The protocol handlers of one server: startup ("trust"), simple and extended queries.

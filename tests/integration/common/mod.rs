@@ -71,6 +71,19 @@ impl Running {
         self.child.wait().unwrap();
     }
 
+    /// Sends SIGTERM, then waits at most `limit` for the process to exit: how long it took
+    /// and its output.
+    pub fn terminate(self, what: &str, limit: Duration) -> (Duration, Output) {
+        let started = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {what}");
+        let out = self.wait(what, limit);
+        (started.elapsed(), out)
+    }
+
     /// Waits at most `limit` for the process to exit; its status and output. Panics with
     /// `what` and its stderr when it does not finish in time (the process is killed).
     pub fn wait(self, what: &str, limit: Duration) -> Output {
@@ -198,6 +211,23 @@ pub async fn postgres(
         .await
         .unwrap();
     (client, tokio::spawn(connection))
+}
+
+/// `GET path` (or `POST path` with `body`) at a served process: the response body when the
+/// status is 200, `None` otherwise or on a connection error (10 s bound).
+pub fn http(address: &str, path: &str, body: Option<&str>) -> Option<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!("http://{address}{path}");
+    let mut response = match body {
+        Some(body) => agent.post(&url).send(body).ok()?,
+        None => agent.get(&url).call().ok()?,
+    };
+    let text = response.body_mut().read_to_string().ok()?;
+    (response.status() == 200).then_some(text)
 }
 
 /// Stdout or stderr bytes as text.

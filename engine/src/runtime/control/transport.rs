@@ -45,6 +45,7 @@ impl LogSink {
                 pipeline: pipeline.to_owned(),
                 stream: topic.to_owned(),
                 edge_id: writer.to_owned(),
+                incarnation: 0,
                 sequence: 0,
                 watermark: 0,
                 schema_fingerprint: 0,

@@ -77,6 +77,7 @@ pub struct EdgeProgress {
     last_seen_ms: AtomicI64,
     watermark: AtomicI64,
     ended: AtomicI64,
+    incarnation: AtomicU64,
     sequence: AtomicU64,
     frames: AtomicU64,
     bytes: AtomicU64,
@@ -91,6 +92,7 @@ impl EdgeProgress {
             last_seen_ms: AtomicI64::new(UNKNOWN),
             watermark: AtomicI64::new(UNKNOWN),
             ended: AtomicI64::new(0),
+            incarnation: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -111,6 +113,14 @@ impl EdgeProgress {
         } else {
             self.watermark.fetch_max(watermark, Ordering::Relaxed);
         }
+    }
+
+    /// The producer's frames now come from `incarnation` (see `FrameHeader::incarnation`):
+    /// a re-provisioned edge starts a new life, not ended, its sequence counted from 0.
+    pub fn start_incarnation(&self, incarnation: u64) {
+        self.incarnation.store(incarnation, Ordering::Relaxed);
+        self.ended.store(0, Ordering::Relaxed);
+        self.sequence.store(0, Ordering::Relaxed);
     }
 
     /// A frame dropped because its sequence number was already applied.
@@ -342,6 +352,11 @@ impl SystemState {
             rows.watermark
                 .push(Some(p.watermark.load(Ordering::Relaxed)).filter(|&t| t != UNKNOWN));
             rows.ended.push(p.ended.load(Ordering::Relaxed) != 0);
+            rows.incarnation.push(
+                Some(p.incarnation.load(Ordering::Relaxed))
+                    .filter(|&i| i != 0)
+                    .map(|i| format!("{i:016x}")),
+            );
             rows.sequence
                 .push(p.sequence.load(Ordering::Relaxed) as i64);
             rows.frames.push(p.frames.load(Ordering::Relaxed) as i64);
