@@ -3,9 +3,12 @@
 //! from have ended, and an edge re-provisioned under the same id with a fresh data directory
 //! (its sequence numbers start again at 1) is a new incarnation whose frames all count, not
 //! duplicates of the old one's. And an unreachable broker does not hold up a stopping
-//! process (case 22): no call that waits for the broker runs on a timely worker thread.
+//! process (case 22): no call that waits for the broker runs on a timely worker thread. And
+//! the development broker looks up a fetched record's headers with an index, not a scan of
+//! every header ever stored (case 25).
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use crate::common::broker::Broker;
@@ -200,4 +203,32 @@ fn an_unreachable_broker_does_not_hold_up_a_stopping_edge_or_cloud() {
             text(&out.stderr)
         );
     }
+}
+
+/// Issue 12 case 25: tansu 0.6 looked up each fetched record's headers with a full scan of
+/// its header table, so a backlog fetch cost records x all headers ever stored and, with
+/// unpaced edges, outlasted the client's timeout and left the broker at 100% CPU.
+/// `scripts/dev-broker` adds the index; SQLite's own planner (Python's `sqlite3`) says
+/// whether tansu's lookup (`header_fetch.sql`, reduced to the header table) uses it.
+#[test]
+fn the_development_broker_finds_a_records_headers_by_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let plan = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             db = sqlite3.connect(sys.argv[1], timeout=30)\n\
+             for row in db.execute('explain query plan select h.k, h.v from header h \
+             where h.topition = ? and h.offset_id = ?', (1, 1)): print(row[3])",
+        )
+        .arg(broker.database())
+        .output()
+        .unwrap();
+    assert!(plan.status.success(), "{}", text(&plan.stderr));
+    let plan = text(&plan.stdout);
+    assert!(
+        plan.contains("SEARCH h USING INDEX edgeflow_header_by_record"),
+        "{plan}"
+    );
 }

@@ -68,6 +68,11 @@ impl Broker {
         }
     }
 
+    /// The broker's SQLite database.
+    pub fn database(&self) -> PathBuf {
+        self.dir.join("broker.db")
+    }
+
     /// Stops the broker process (its data stays).
     pub fn down(&self) {
         let out = self.script("stop");
