@@ -209,6 +209,7 @@ mod tests {
                 kind: FrameKind::Data,
             },
             payload: payload.to_vec(),
+            signature: None,
         }
     }
 

@@ -10,6 +10,10 @@
 //! re-provisioned under the same id with a fresh directory (its sequences start again at 1)
 //! opens a new sequence range instead of having its frames taken for duplicates.
 //!
+//! A frame may carry its producer's signature of header and payload (`edgeflow-signature`,
+//! see [`crate::identity`]); the cloud checks it against its registry of edges before it
+//! trusts any other field.
+//!
 //! The fingerprint is a claim, not a proof: a consumer decodes a payload with
 //! [`decode_batch_as`], which checks the decoded batch's own schema against the one the
 //! topic carries, so a batch of another schema never reaches a table.
@@ -89,6 +93,9 @@ pub const HEADER_NAMES: [&str; 8] = [
     "edgeflow-kind",
 ];
 
+/// The header carrying a frame's Ed25519 signature (see [`crate::identity`]).
+pub const SIGNATURE_HEADER: &str = "edgeflow-signature";
+
 impl FrameHeader {
     /// The header as `(name, value)` text pairs, the form Kafka record headers take.
     pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
@@ -150,13 +157,28 @@ impl FrameHeader {
     }
 }
 
-/// A header and its encoded payload.
+/// A header, its encoded payload and the producer's signature of both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     /// Metadata.
     pub header: FrameHeader,
     /// Arrow IPC stream bytes (empty unless `header.kind` is `Data`).
     pub payload: Vec<u8>,
+    /// The `edgeflow-signature` header as sent: the hexadecimal Ed25519 signature of header
+    /// and payload by the edge's key ([`crate::identity::FrameSigner`]), `None` when the
+    /// producer has no key. Only the cloud's registry of edges gives it meaning.
+    pub signature: Option<String>,
+}
+
+impl Frame {
+    /// The record headers of the frame: its header's pairs, then the signature if any.
+    pub fn header_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = self.header.to_pairs();
+        if let Some(signature) = &self.signature {
+            pairs.push((SIGNATURE_HEADER, signature.clone()));
+        }
+        pairs
+    }
 }
 
 /// A stable 64-bit fingerprint of a schema (FNV-1a over its pipeline-syntax text), so a

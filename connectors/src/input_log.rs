@@ -60,6 +60,7 @@ fn rejected_frame() -> Frame {
             kind: FrameKind::Watermark,
         },
         payload: Vec::new(),
+        signature: None,
     }
 }
 
@@ -177,6 +178,7 @@ mod tests {
                 kind: FrameKind::Data,
             },
             payload: vec![7; 10],
+            signature: None,
         }
     }
 

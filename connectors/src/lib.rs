@@ -7,7 +7,7 @@
 //! dead letters to a JSON-lines file, and format batches for a terminal. [`frame`]s carry
 //! batches between the edge and cloud halves: through the embedded log ([`embedded_log`]) in
 //! one process, or through Kafka ([`kafka`]) with the edge's store-and-forward [`spool`] in
-//! front. Nothing here knows about timely or the plan: the engine's runtime drives these types.
+//! front; [`identity`] signs frames at the edge and verifies them in the cloud. Nothing here knows about timely or the plan: the engine's runtime drives these types.
 
 pub mod embedded_log;
 pub mod error;
@@ -15,6 +15,7 @@ pub mod file_sink;
 pub mod file_source;
 pub mod frame;
 pub mod generator;
+pub mod identity;
 pub mod input_log;
 #[cfg(feature = "kafka")]
 pub mod kafka;

@@ -3,7 +3,7 @@
 //!
 //! A record is `len: u32 LE | crc32(body): u32 LE | body`, and the body is
 //! `header_len: u32 LE | header (JSON object of text pairs) | payload`. The header holds the
-//! frame's [`FrameHeader`] pairs plus any extra pairs the owner of the file needs (a spool
+//! frame's [`FrameHeader`] pairs (and its signature, if any) plus any extra pairs the owner of the file needs (a spool
 //! index, a Kafka offset). A record cut short at the end of a file (a crash mid-write) reads
 //! as "not there yet"; a record whose checksum fails is an error.
 
@@ -27,8 +27,7 @@ pub fn encode_record(
     out: &mut Vec<u8>,
 ) -> Result<(), ConnectorError> {
     let mut header: serde_json::Map<String, serde_json::Value> = frame
-        .header
-        .to_pairs()
+        .header_pairs()
         .into_iter()
         .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
         .collect();
@@ -105,11 +104,13 @@ pub fn decode_body(body: &[u8], what: &str) -> Result<(Frame, Extras), Connector
     let mut pairs: Extras = serde_json::from_slice(header_bytes)
         .map_err(|e| corrupt(&format!("header is not a JSON object of text: {e}")))?;
     let header = FrameHeader::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let signature = pairs.remove(crate::frame::SIGNATURE_HEADER);
     pairs.retain(|k, _| !crate::frame::HEADER_NAMES.contains(&k.as_str()));
     Ok((
         Frame {
             header,
             payload: body[4 + header_len..].to_vec(),
+            signature,
         },
         pairs,
     ))
@@ -135,6 +136,8 @@ mod tests {
                 kind: FrameKind::Data,
             },
             payload: vec![1, 2, 3],
+            // The signature is stored with the frame (the spool keeps what the edge signed).
+            signature: Some("5e".repeat(64)),
         }
     }
 

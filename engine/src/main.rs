@@ -2,7 +2,8 @@
 //!
 //! The commands live in `cli/`: `run.rs` (`run`, `edge`, `cloud`), `transport.rs` (the
 //! Kafka flags of `edge` and `cloud`), `inspect.rs` (`validate`, `graph`), `train.rs`,
-//! `client.rs` (`sql`, `control`: clients of a serving process).
+//! `client.rs` (`sql`, `control`: clients of a serving process), `keys.rs` (`keys new`: an
+//! edge's key pair).
 
 mod cli;
 
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 use cli::OutputFormat;
 use cli::client::{ControlArgs, control_client, sql_client};
 use cli::inspect::{GraphFormat, graph, validate};
+use cli::keys::{KeysCommand, new_keys};
 use cli::run::{Role, RunArgs, run};
 use cli::train::{TrainArgs, train};
 #[cfg(feature = "kafka")]
@@ -46,6 +48,10 @@ enum Command {
         /// Generate share I of N of every generator's fleet (`I/N`): one edge of N.
         #[arg(long, env = "EDGEFLOW_SHARD", value_parser = parse_shard, default_value = "0/1")]
         shard: (usize, usize),
+        /// This edge's private key (`edgeflow keys new` writes it): every frame is signed
+        /// with it. Without it frames are unsigned, and a cloud with --edge-keys rejects them.
+        #[arg(long, env = "EDGEFLOW_EDGE_KEY")]
+        edge_key: Option<PathBuf>,
         #[command(flatten)]
         transport: TransportArgs,
         #[command(flatten)]
@@ -63,6 +69,11 @@ enum Command {
         /// Kafka consumer group (offset commits, for lag monitoring).
         #[arg(long, env = "EDGEFLOW_GROUP")]
         group: Option<String>,
+        /// The registry of enrolled edges: a directory of `<edge-id>.pub` files, read at
+        /// start. Only frames signed by their edge's enrolled key are applied; the others are
+        /// dead letters. Without it frames are not authenticated.
+        #[arg(long, env = "EDGEFLOW_EDGE_KEYS")]
+        edge_keys: Option<PathBuf>,
         #[command(flatten)]
         transport: TransportArgs,
         #[command(flatten)]
@@ -82,6 +93,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
+    /// Manage edge identities: key pairs that sign the frames an edge sends.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Train the anomaly autoencoder of `infer` nodes on normal readings; write the model file.
     Train(TrainArgs),
     /// Send a control record to an edge node through a serving cloud (or `edgeflow run
@@ -118,17 +132,20 @@ fn main() -> ExitCode {
             run: args,
             edge_id,
             shard,
+            edge_key,
             transport,
             spool,
-        } => run(args, edge_role(edge_id, shard, transport, spool)),
+        } => run(args, edge_role(edge_id, shard, edge_key, transport, spool)),
         #[cfg(feature = "kafka")]
         Command::Cloud {
             run: args,
             edges,
             group,
+            edge_keys,
             transport,
             idle,
-        } => run(args, cloud_role(edges, group, transport, idle)),
+        } => run(args, cloud_role(edges, group, edge_keys, transport, idle)),
+        Command::Keys(KeysCommand::New { edge_id, dir }) => new_keys(&edge_id, &dir),
         Command::Validate { files } => validate(&files),
         Command::Train(args) => train(args),
         Command::Graph { file, format } => graph(&file, format),

@@ -26,6 +26,7 @@ pub struct Metrics {
     cut_frames: IntCounterVec,
     cut_raw_bytes: IntCounterVec,
     duplicates: IntCounterVec,
+    frames_rejected: IntCounterVec,
     link: LinkMetrics,
 }
 
@@ -224,6 +225,12 @@ impl Metrics {
                 "Frames the cloud dropped as already applied.",
                 &["topic"],
             ),
+            frames_rejected: counter(
+                &registry,
+                "edgeflow_frames_rejected_total",
+                "Frames the cloud refused before applying anything of them: unsigned, badly signed, or from an edge not enrolled (edge=\"(unenrolled)\"); each is a dead letter.",
+                &["topic", "edge", "reason"],
+            ),
             link: LinkMetrics::new(&registry),
             batch_seconds,
             watermark,
@@ -255,6 +262,14 @@ impl Metrics {
             raw_bytes: self.cut_raw_bytes.with_label_values(&[topic]),
             duplicates: self.duplicates.with_label_values(&[topic]),
         }
+    }
+
+    /// Counts a frame of `topic` refused for `reason` (a bounded set) as coming from `edge`
+    /// (an enrolled edge, or one label for all unknown ones).
+    pub fn frame_rejected(&self, topic: &str, edge: &str, reason: &str) {
+        self.frames_rejected
+            .with_label_values(&[topic, edge, reason])
+            .inc();
     }
 
     /// The link metrics (spool and broker connection).

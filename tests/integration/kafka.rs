@@ -41,14 +41,14 @@ fn with_queries(command: &mut Command) -> &mut Command {
     command
 }
 
-fn pipeline(dir: &Path) -> PathBuf {
+pub(crate) fn pipeline(dir: &Path) -> PathBuf {
     let path = dir.join("linkfleet.yaml");
     std::fs::write(&path, FLEET).unwrap();
     path
 }
 
 /// The reference: both halves in one process, two workers (one per edge share).
-fn embedded(pipeline: &Path, dir: &Path, events: u64) -> String {
+pub(crate) fn embedded(pipeline: &Path, dir: &Path, events: u64) -> String {
     let out = with_queries(
         edgeflow()
             .args(["run", pipeline.to_str().unwrap(), "--workers", "2"])
@@ -68,7 +68,7 @@ fn embedded(pipeline: &Path, dir: &Path, events: u64) -> String {
     text
 }
 
-fn edge(
+pub(crate) fn edge(
     pipeline: &Path,
     data: &Path,
     broker: &Broker,
@@ -92,7 +92,7 @@ fn edge(
     c
 }
 
-fn cloud(pipeline: &Path, data: &Path, broker: &Broker) -> Command {
+pub(crate) fn cloud(pipeline: &Path, data: &Path, broker: &Broker) -> Command {
     let mut c = edgeflow();
     c.args([
         "cloud",
@@ -109,7 +109,7 @@ fn cloud(pipeline: &Path, data: &Path, broker: &Broker) -> Command {
     c
 }
 
-const LIMIT: Duration = Duration::from_secs(240);
+pub(crate) const LIMIT: Duration = Duration::from_secs(240);
 
 /// Waits for a child that talks to `broker` (bounded: [`LIMIT`]); its stdout, after checking
 /// it succeeded. A timeout says whether the broker still answers.

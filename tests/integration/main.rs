@@ -18,6 +18,8 @@ mod hardening_input;
 mod hardening_kafka;
 mod hardening_sql;
 mod hardening_validate;
+#[cfg(feature = "kafka")]
+mod identity_kafka;
 mod insight;
 #[cfg(feature = "kafka")]
 mod kafka;

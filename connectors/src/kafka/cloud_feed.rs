@@ -140,8 +140,7 @@ impl CloudFeed {
             description: String::new(),
             key: frame.header.edge_id.as_bytes().to_vec(),
             headers: frame
-                .header
-                .to_pairs()
+                .header_pairs()
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.into_bytes()))
                 .collect(),

@@ -1,6 +1,7 @@
 //! Cut frames on Kafka: the edge's [`FrameProducer`], the cloud's [`FrameConsumer`] and the
 //! [`DeadLetterProducer`] for records that are not frames. A frame maps onto a record one to
-//! one: key = edge id, headers = the [`FrameHeader`] pairs, value = the payload.
+//! one: key = edge id, headers = the [`FrameHeader`] pairs and the signature, value = the
+//! payload.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::client::{Callbacks, KafkaSettings, LinkStats, kafka_error};
 use crate::error::ConnectorError;
-use crate::frame::{Frame, FrameHeader};
+use crate::frame::{Frame, FrameHeader, SIGNATURE_HEADER};
 
 /// Sends frames to Kafka and reports which were delivered.
 pub struct FrameProducer {
@@ -64,7 +65,7 @@ impl FrameProducer {
     /// Queues `frame` for `topic`; `index` comes back from [`FrameProducer::take_deliveries`].
     pub fn send(&self, topic: &str, frame: &Frame, index: u64) -> Result<(), SendRefused> {
         let mut headers = OwnedHeaders::new();
-        for (key, value) in frame.header.to_pairs() {
+        for (key, value) in frame.header_pairs() {
             headers = headers.insert(Header {
                 key,
                 value: Some(value.as_bytes()),
@@ -153,6 +154,10 @@ fn to_received(message: &BorrowedMessage<'_>) -> Received {
             .map(|header| Frame {
                 header,
                 payload: payload.clone(),
+                signature: pairs
+                    .iter()
+                    .find(|(k, _)| k == SIGNATURE_HEADER)
+                    .map(|(_, v)| v.clone()),
             })
             .map_err(|e| e.to_string()),
     };

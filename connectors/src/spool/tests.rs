@@ -24,6 +24,7 @@ fn frame(stream: &str, sequence: u64, payload_len: usize) -> Frame {
             kind: FrameKind::Data,
         },
         payload: vec![sequence as u8; payload_len],
+        signature: None,
     }
 }
 

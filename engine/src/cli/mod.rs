@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod inspect;
+pub mod keys;
 pub mod run;
 pub mod train;
 #[cfg(feature = "kafka")]

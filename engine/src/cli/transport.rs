@@ -1,9 +1,14 @@
 //! The Kafka flags of `edgeflow edge` and `edgeflow cloud` (the shared ones, the edge's spool,
-//! the cloud's idle timeout: each command lists only its own), and the roles they make.
+//! the cloud's idle timeout: each command lists only its own), and the roles they make,
+//! with the edge's key and the cloud's registry of enrolled edges loaded.
 
-use anyhow::{Result, anyhow};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
 use edgeflow::plan::Plan;
 use edgeflow::runtime;
+use edgeflow_connectors::identity::{EdgeRegistry, FrameSigner};
 use edgeflow_connectors::spool::{SpoolOptions, WhenFull};
 
 use super::run::Role;
@@ -112,10 +117,12 @@ impl TransportArgs {
     }
 }
 
-/// The role of `edgeflow edge`: edge `edge_id`, generating share `shard` of the fleet.
+/// The role of `edgeflow edge`: edge `edge_id`, generating share `shard` of the fleet,
+/// signing its frames with the private key in `key` (if any).
 pub fn edge_role(
     edge_id: String,
     shard: (usize, usize),
+    key: Option<PathBuf>,
     transport: TransportArgs,
     spool: SpoolArgs,
 ) -> impl FnOnce(&Plan) -> Result<Role> {
@@ -125,28 +132,72 @@ pub fn edge_role(
                 "--edge-id {edge_id:?}: use letters, digits, '-', '_' and '.'"
             ));
         }
+        let signer = match &key {
+            Some(path) => {
+                let signer = FrameSigner::load(path)
+                    .with_context(|| format!("--edge-key {}", path.display()))?;
+                let named = path.file_stem().and_then(|s| s.to_str());
+                if named.is_some_and(|name| name != edge_id) {
+                    eprintln!(
+                        "edgeflow: warning: --edge-key {} looks like the key of another edge                          than {edge_id:?}: the cloud refuses frames signed with a key not                          enrolled for their edge id",
+                        path.display()
+                    );
+                }
+                Some(Arc::new(signer))
+            }
+            None => {
+                eprintln!(
+                    "edgeflow: warning: frames are unsigned: a cloud with a registry of edges                      (--edge-keys) rejects them; create a key with `edgeflow keys new                      --edge-id {edge_id}` and pass --edge-key {edge_id}.key"
+                );
+                None
+            }
+        };
         Ok(Role::Edge(runtime::remote::EdgeOptions {
             edge_id: edge_id.clone(),
             shard,
             transport: transport.resolve(plan, Some(&spool), None)?,
+            signer,
         }))
     }
 }
 
-/// The role of `edgeflow cloud`: waits for `edges`, commits offsets as `group`.
+/// The role of `edgeflow cloud`: waits for `edges`, commits offsets as `group`, and applies
+/// only frames signed by the edges enrolled in `edge_keys` (if given).
 pub fn cloud_role(
     edges: Vec<String>,
     group: Option<String>,
+    edge_keys: Option<PathBuf>,
     transport: TransportArgs,
     idle: IdleArgs,
 ) -> impl FnOnce(&Plan) -> Result<Role> {
     move |plan| {
+        let enrolled = match &edge_keys {
+            Some(dir) => {
+                let registry = EdgeRegistry::load(dir)
+                    .with_context(|| format!("--edge-keys {}", dir.display()))?;
+                for edge in edges.iter().filter(|e| !registry.contains(e)) {
+                    tracing::warn!(
+                        edge = %edge,
+                        registry = %registry.dir().display(),
+                        "an edge of --edges is not enrolled: its frames will be rejected and                          the cloud will not finish; add its .pub file and restart"
+                    );
+                }
+                Some(Arc::new(registry))
+            }
+            None => {
+                tracing::warn!(
+                    "frames are not authenticated: anyone who can write to the broker can                      forge data, watermarks and ends of any edge; enroll the edges' public                      keys with --edge-keys DIR"
+                );
+                None
+            }
+        };
         Ok(Role::Cloud(runtime::remote::CloudOptions {
             edges: edges.clone(),
             group: group
                 .clone()
                 .unwrap_or_else(|| format!("edgeflow-{}-cloud", plan.pipeline)),
             transport: transport.resolve(plan, None, Some(&idle))?,
+            enrolled,
         }))
     }
 }

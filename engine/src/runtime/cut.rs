@@ -6,7 +6,8 @@
 //! `end` frame when the stream finishes. Frames go to the embedded log, or (edge role) into
 //! the spool that the forwarder drains into Kafka. The consumer holds its capability at the
 //! minimum watermark of the producers it waits for (an edge silent for longer than the idle
-//! timeout stops holding it back), drops frames it has already applied (by edge,
+//! timeout stops holding it back), refuses frames not signed by their enrolled edge when
+//! it has a registry of edges (before anything else), drops frames it has already applied (by edge,
 //! incarnation and sequence), and sends frames it cannot use to the dead-letter output with
 //! the reason.
 //!
@@ -31,6 +32,7 @@ use edgeflow_connectors::file_source::DeadLetter;
 use edgeflow_connectors::frame::{
     Frame, FrameHeader, FrameKind, decode_batch_as, encode_batch, schema_fingerprint,
 };
+use edgeflow_connectors::identity::{EdgeRegistry, FrameSigner, Rejection};
 #[cfg(feature = "kafka")]
 use edgeflow_connectors::kafka::{CloudFeed, FeedItem};
 use edgeflow_connectors::spool::{Appended, Spool};
@@ -61,18 +63,30 @@ pub enum FrameOut {
         keep: bool,
         /// Set when the edge is stopping: a blocked append gives up.
         stop: Arc<AtomicBool>,
+        /// The edge's key: every frame is signed here, once, before it is spooled (re-sends
+        /// carry the same signature). `None`: frames go unsigned.
+        signer: Option<Arc<FrameSigner>>,
     },
 }
 
 impl FrameOut {
-    /// Writes `frame` for `topic`, returning the bytes it took.
-    fn append(&mut self, topic: &str, frame: &Frame) -> Result<u64, String> {
+    /// Writes `frame` for `topic` (signing it first when the edge has a key), returning the
+    /// bytes it took.
+    fn append(&mut self, topic: &str, frame: &mut Frame) -> Result<u64, String> {
         match self {
             FrameOut::Log(producer) => producer
                 .append(frame)
                 .map(|n| n as u64)
                 .map_err(|e| chain(&e)),
-            FrameOut::Spool { spool, keep, stop } => {
+            FrameOut::Spool {
+                spool,
+                keep,
+                stop,
+                signer,
+            } => {
+                if let Some(signer) = signer {
+                    signer.sign(frame);
+                }
                 let stopping = || stop.load(Ordering::Relaxed);
                 match spool.append(topic, frame, *keep, &stopping) {
                     Ok(Appended::Stored(_)) => Ok(frame.payload.len() as u64),
@@ -108,7 +122,15 @@ pub struct Producers {
     /// End the stream when the run is asked to stop (the cloud role: no producer will send
     /// an end frame for it). In one process the edges end their streams themselves.
     pub end_on_stop: bool,
+    /// The enrolled edges: when set, a frame is applied only if it is signed by its edge's
+    /// key. Checked first, so a refused frame changes nothing (no producer, watermark,
+    /// sequence or end). `None`: every frame is taken at its word.
+    pub enrolled: Option<Arc<EdgeRegistry>>,
 }
+
+/// The `edge` label of frames refused because their edge id is not enrolled (it cannot be an
+/// edge id: those are letters, digits, `-`, `_` and `.`).
+pub const UNENROLLED: &str = "(unenrolled)";
 
 /// Frames read per activation.
 const FRAMES_PER_POLL: usize = 256;
@@ -151,11 +173,12 @@ impl TopicWriter {
         self.header.sequence += 1;
         self.header.watermark = watermark;
         self.header.kind = kind;
-        let frame = Frame {
+        let mut frame = Frame {
             header: self.header.clone(),
             payload,
+            signature: None,
         };
-        let bytes = self.out.append(&self.topic, &frame)?;
+        let bytes = self.out.append(&self.topic, &mut frame)?;
         self.metrics.bytes.inc_by(bytes);
         self.metrics.frames.inc();
         if let Some(progress) = &self.progress {
@@ -459,6 +482,7 @@ pub fn consume<'scope>(
                         }
                     };
                     let header = &frame.header;
+                    let verified = expected.enrolled.as_ref().map(|r| r.verify(frame));
                     let mut reject = |reason: String| {
                         if !replayed {
                             input.reject(frame, &reason);
@@ -470,6 +494,19 @@ pub fn consume<'scope>(
                             location: format!("{}:{}", header.edge_id, header.sequence),
                         });
                     };
+                    if let Some(Err(rejection)) = verified {
+                        // An unknown id is the attacker's choice: one label for all of them
+                        // keeps the metric's series bounded (the dead letter names it).
+                        let edge = if rejection == Rejection::UnknownEdge {
+                            UNENROLLED
+                        } else {
+                            header.edge_id.as_str()
+                        };
+                        ctx.metrics
+                            .frame_rejected(&topic_name, edge, rejection.reason());
+                        reject(format!("{rejection}: edge {:?}", header.edge_id));
+                        continue;
+                    }
                     if header.pipeline != pipeline || header.stream != expected_stream {
                         reject(format!(
                             "frame for {}/{} on the topic of {pipeline}/{expected_stream}",

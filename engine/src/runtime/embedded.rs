@@ -42,6 +42,8 @@ impl CutWiring for EmbeddedWiring {
                 expected,
                 idle_timeout: None,
                 end_on_stop: false,
+                // One process: the frames never leave it.
+                enrolled: None,
             },
         ))
     }

@@ -8,6 +8,9 @@
 //! backoff while the broker is unreachable. The cloud reads each topic on worker 0 through
 //! its input log (see `edgeflow_connectors::input_log`) and exchanges by key to its workers
 //! like any other stream.
+//!
+//! Identity: an edge given a key signs every frame it spools; a cloud given a registry of
+//! enrolled edges refuses (dead-letters and counts) every frame not signed by its edge.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use edgeflow_connectors::error::chain;
+use edgeflow_connectors::identity::{EdgeRegistry, FrameSigner};
 use edgeflow_connectors::kafka::{
     CloudFeed, FrameProducer, KafkaSettings, LinkStats, ensure_topics, forward,
 };
@@ -134,12 +138,15 @@ pub struct EdgeOptions {
     pub shard: (usize, usize),
     /// Broker and spool.
     pub transport: TransportOptions,
+    /// The edge's private key: every frame it writes is signed with it. `None`: unsigned.
+    pub signer: Option<Arc<FrameSigner>>,
 }
 
 struct EdgeWiring {
     spool: Arc<Spool>,
     stop: Arc<AtomicBool>,
     plan: Arc<Plan>,
+    signer: Option<Arc<FrameSigner>>,
 }
 
 impl CutWiring for EdgeWiring {
@@ -153,6 +160,7 @@ impl CutWiring for EdgeWiring {
             spool: self.spool.clone(),
             keep,
             stop: self.stop.clone(),
+            signer: self.signer.clone(),
         })
     }
 
@@ -224,6 +232,7 @@ pub fn run_edge(
         spool: spool.clone(),
         stop: ctx.stop.clone(),
         plan: plan.clone(),
+        signer: edge.signer.clone(),
     });
     let options = RunOptions {
         workers: 1,
@@ -330,6 +339,9 @@ pub struct CloudOptions {
     pub edges: Vec<String>,
     /// Consumer group (for offset commits and lag monitoring).
     pub group: String,
+    /// The registry of enrolled edges: when set, only frames signed by their edge's
+    /// enrolled key are applied. `None`: frames are not authenticated.
+    pub enrolled: Option<Arc<EdgeRegistry>>,
 }
 
 struct CloudWiring {
@@ -353,6 +365,7 @@ impl CutWiring for CloudWiring {
             expected: self.cloud.edges.clone(),
             idle_timeout: Some(self.cloud.transport.idle_timeout),
             end_on_stop: true,
+            enrolled: self.cloud.enrolled.clone(),
         };
         if worker != 0 {
             return Ok((FrameIn::Nothing, producers));

@@ -61,6 +61,7 @@ impl MessageSink for LogSink {
         let frame = Frame {
             header: self.header.clone(),
             payload: json.to_vec(),
+            signature: None,
         };
         self.producer
             .append(&frame)
