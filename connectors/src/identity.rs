@@ -25,7 +25,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes,
+};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha512};
 
@@ -140,9 +142,14 @@ pub fn write_key_pair(edge_id: &str, dir: &Path) -> Result<(PathBuf, PathBuf), C
     let internal = |what: &str, e: &dyn fmt::Display| {
         ConnectorError::Internal(format!("encoding a new key as {what}: {e}"))
     };
-    let private_pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| internal("PKCS#8 PEM", &e))?;
+    // PKCS#8 v1 (RFC 8410: the seed only), which every tool reads (OpenSSL 3 refuses the v2
+    // form with the public key inside).
+    let private_pem = KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map_err(|e| internal("PKCS#8 PEM", &e))?;
     let public_pem = key
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)
