@@ -130,7 +130,7 @@ pub struct Producers {
 
 /// The `edge` label of frames refused because their edge id is not enrolled (it cannot be an
 /// edge id: those are letters, digits, `-`, `_` and `.`).
-pub const UNENROLLED: &str = "(unenrolled)";
+const UNENROLLED: &str = "(unenrolled)";
 
 /// Frames read per activation.
 const FRAMES_PER_POLL: usize = 256;
